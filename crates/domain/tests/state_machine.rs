@@ -317,6 +317,11 @@ fn duplicates_mismatches_and_filters() {
     ));
     let dup = w.apply(api("a1"), at(2));
     assert_eq!((dup.verdict, dup.changed), (Verdict::Duplicate, false));
+    // The key is the identity: a reused key with another body is still the same event.
+    let mut reused = api("a1");
+    reused.payload = json!({"status": 500});
+    assert_eq!(w.apply(reused, at(2)).verdict, Verdict::Duplicate);
+    assert_eq!(w.received[0].payload["status"], 200);
 
     let wrong = kafka(
         "k-wrong",
