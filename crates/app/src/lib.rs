@@ -1,1 +1,6 @@
-//! x
+//! The `rendezvous` binary's library half: configuration, wiring of the adapters around the
+//! service, and telemetry. `main.rs` stays thin: load config, install telemetry, run, map the
+//! exit code. Tests start the same application on port 0.
+
+/// The version printed by `rendezvous --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

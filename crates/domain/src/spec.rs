@@ -621,7 +621,7 @@ fn parse_callback(
     let required = obj.bool("required", DEFAULT_REQUIRED, problems);
     let filter = obj.filter(problems);
     obj.reject_unknown(problems);
-    let source = enabled.then(|| SourceSpec {
+    let source = enabled.then_some(SourceSpec {
         name,
         required,
         filter,

@@ -1,0 +1,71 @@
+//! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{codegen, workspace_root};
+
+pub(crate) fn run() -> Result<()> {
+    ensure_postgres()?;
+    cargo(&["fmt", "--all", "--check"])?;
+    codegen::run(codegen::Mode::Check)?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace", "--locked"])?;
+    eprintln!("ci: all checks passed");
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("ci: cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The tests use the PostgreSQL server at 127.0.0.1:5432; start the machine's cluster when it
+/// is down (the same command the machine's own start-up uses).
+fn ensure_postgres() -> Result<()> {
+    let ready = || {
+        Command::new("pg_isready")
+            .args(["-h", "127.0.0.1", "-p", "5432", "-q"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return Ok(());
+    }
+    eprintln!("ci: PostgreSQL is down; starting it");
+    let versions =
+        std::fs::read_dir("/etc/postgresql").context("no PostgreSQL cluster in /etc/postgresql")?;
+    for version in versions {
+        let version = version?.file_name();
+        let _ = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect"])
+            .arg(&version)
+            .args(["main", "start"])
+            .status();
+    }
+    for _ in 0..30 {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    bail!("PostgreSQL did not come up on 127.0.0.1:5432")
+}
