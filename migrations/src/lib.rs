@@ -1,6 +1,9 @@
 //! The database schema of Rendezvous as `sea-orm-migration` migrations, applied at start-up.
 
+pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_initial;
 
 /// Every migration, oldest first. Applied in order by [`MigratorTrait::up`].
 #[derive(Debug)]
@@ -9,6 +12,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        Vec::new()
+        vec![Box::new(m20261127_000001_initial::Migration)]
     }
 }

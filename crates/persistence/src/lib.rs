@@ -1,8 +1,161 @@
 //! SeaORM persistence adapters of Rendezvous: the wait store, the inbox of processed event
 //! keys, the early-event buffer and the resume outbox, on PostgreSQL (production, many
 //! instances) and SQLite (the embedded default, one instance), behind the ports of
-//! `rendezvous-ports`, with one conformance suite run on both.
+//! `rendezvous-ports`, with one conformance suite run on both (`tests/conformance.rs`).
 //!
 //! The only crate (with `migrations/`) allowed to depend on SeaORM.
 
-pub use rendezvous_migrations::Migrator;
+mod entities;
+mod rows;
+mod signal;
+mod store;
+
+use std::time::Duration;
+
+pub use rendezvous_migrations::{Migrator, MigratorTrait};
+use rendezvous_ports::StoreError;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
+pub use signal::{SqlResumeSignal, SqlResumeWaiter};
+pub use store::{SqlStore, SqlTx};
+use tokio::task::JoinHandle;
+
+use crate::rows::db_err;
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite://path?mode=rwc` / `sqlite::memory:`.
+    pub url: String,
+    /// Pool size (PostgreSQL; SQLite always uses one connection: one writer at a time).
+    pub max_connections: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// Apply pending migrations when connecting.
+    pub run_migrations: bool,
+}
+
+impl DatabaseConfig {
+    /// Defaults for a URL: 16 connections, 10 s connect timeout, migrations on.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+            run_migrations: true,
+        }
+    }
+}
+
+/// A connected database: the store, its resume signal, and the PostgreSQL listener task.
+#[derive(Debug)]
+pub struct Database {
+    store: SqlStore,
+    signal: SqlResumeSignal,
+    conn: DatabaseConnection,
+    listener: Option<JoinHandle<()>>,
+}
+
+/// Lock key serializing migrations across instances starting at once (PostgreSQL).
+const MIGRATION_LOCK: i64 = 0x7265_6e64_657a_766f; // "rendezvo"
+
+impl Database {
+    /// Connects, applies migrations if configured, and (on PostgreSQL) starts listening for
+    /// resume notifications.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let sqlite = config.url.starts_with("sqlite:");
+        let mut options = ConnectOptions::new(config.url.clone());
+        options
+            .max_connections(if sqlite { 1 } else { config.max_connections })
+            .min_connections(if sqlite { 1 } else { 2 })
+            .connect_timeout(config.connect_timeout)
+            .acquire_timeout(config.connect_timeout)
+            .sqlx_logging(false);
+        if sqlite {
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sqlx_sqlite_journal())
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        let conn = sea_orm::Database::connect(options).await.map_err(|e| {
+            StoreError::Unavailable(format!("connecting to {}: {e}", redact(&config.url)))
+        })?;
+        if config.run_migrations {
+            migrate(&conn).await?;
+        }
+        let signal = SqlResumeSignal::default();
+        let listener = (conn.get_database_backend() == DbBackend::Postgres).then(|| {
+            tokio::spawn(signal::listen(
+                conn.get_postgres_connection_pool().clone(),
+                signal.clone(),
+            ))
+        });
+        Ok(Self {
+            store: SqlStore::new(conn.clone(), signal.clone()),
+            signal,
+            conn,
+            listener,
+        })
+    }
+
+    /// The store port.
+    pub fn store(&self) -> SqlStore {
+        self.store.clone()
+    }
+
+    /// The resume signal port.
+    pub fn signal(&self) -> SqlResumeSignal {
+        self.signal.clone()
+    }
+
+    /// Whether this is PostgreSQL (many instances) rather than SQLite (one instance).
+    pub fn is_postgres(&self) -> bool {
+        self.conn.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// Stops the listener and closes the pool.
+    pub async fn close(mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
+fn sqlx_sqlite_journal() -> sqlx::sqlite::SqliteJournalMode {
+    sqlx::sqlite::SqliteJournalMode::Wal
+}
+
+/// Applies pending migrations. On PostgreSQL, inside one transaction holding an advisory lock,
+/// so instances starting at once apply them once, one after the other.
+pub async fn migrate(conn: &DatabaseConnection) -> Result<(), StoreError> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        let tx = conn.begin().await.map_err(db_err)?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [MIGRATION_LOCK.into()],
+        ))
+        .await
+        .map_err(db_err)?;
+        Migrator::up(&tx, None).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    } else {
+        Migrator::up(conn, None).await.map_err(db_err)
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -79,14 +79,11 @@ pub mod resume_stream_request {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Subscribe {
-    /// Engine replicas sharing a group compete for resumes. Empty: "default".
-    #[prost(string, tag = "1")]
-    pub consumer_group: ::prost::alloc::string::String,
     /// Only resumes of this tenant. Empty: every tenant.
-    #[prost(string, tag = "2")]
+    #[prost(string, tag = "1")]
     pub tenant_id: ::prost::alloc::string::String,
-    /// How many unacknowledged resumes this stream may hold. 0: the server default.
-    #[prost(uint32, tag = "3")]
+    /// How many unacknowledged resumes this stream may hold. 0: the server default (64).
+    #[prost(uint32, tag = "2")]
     pub max_in_flight: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -590,8 +587,8 @@ pub mod wait_service_client {
         /// by resume_id with an Ack message. A resume not acknowledged within the ack timeout, or when
         /// the stream breaks, is delivered again (possibly through another instance). Every instance
         /// serves every resume: a wait decided on instance A reaches an engine connected to B.
-        /// Several engine replicas may subscribe with the same consumer_group: each resume is leased
-        /// to one of them at a time (competing consumers).
+        /// Several engine replicas may subscribe at once (on one or several instances): each resume
+        /// is leased to one stream at a time (competing consumers); none is lost when one goes away.
         pub async fn resume_stream(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::ResumeStreamRequest>,
@@ -692,8 +689,8 @@ pub mod wait_service_server {
         /// by resume_id with an Ack message. A resume not acknowledged within the ack timeout, or when
         /// the stream breaks, is delivered again (possibly through another instance). Every instance
         /// serves every resume: a wait decided on instance A reaches an engine connected to B.
-        /// Several engine replicas may subscribe with the same consumer_group: each resume is leased
-        /// to one of them at a time (competing consumers).
+        /// Several engine replicas may subscribe at once (on one or several instances): each resume
+        /// is leased to one stream at a time (competing consumers); none is lost when one goes away.
         async fn resume_stream(
             &self,
             request: tonic::Request<tonic::Streaming<super::ResumeStreamRequest>>,

@@ -1,0 +1,6 @@
+//! SeaORM entities of the four tables (see `migrations/`). Only this crate sees them.
+
+pub(crate) mod early_events;
+pub(crate) mod processed_events;
+pub(crate) mod resume_outbox;
+pub(crate) mod waits;

@@ -1,0 +1,78 @@
+//! Resume wake-ups: a local watch channel, fed on PostgreSQL by a `LISTEN` task so that a
+//! resume committed on any instance wakes the streams of every instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rendezvous_ports::{ResumeSignal, ResumeWaiter};
+use tokio::sync::watch;
+
+use crate::store::RESUME_CHANNEL;
+
+/// The resume signal of the SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlResumeSignal {
+    sender: Arc<watch::Sender<u64>>,
+}
+
+impl Default for SqlResumeSignal {
+    fn default() -> Self {
+        Self {
+            sender: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+/// One stream's view of [`SqlResumeSignal`].
+#[derive(Debug)]
+pub struct SqlResumeWaiter(watch::Receiver<u64>);
+
+impl ResumeSignal for SqlResumeSignal {
+    type Waiter = SqlResumeWaiter;
+
+    fn waiter(&self) -> SqlResumeWaiter {
+        SqlResumeWaiter(self.sender.subscribe())
+    }
+
+    fn notify_local(&self) {
+        self.sender.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+#[async_trait]
+impl ResumeWaiter for SqlResumeWaiter {
+    async fn wait(&mut self, fallback: Duration) {
+        // Err: the sender is gone (shutdown) or the fallback passed; either way, look again.
+        let _ = tokio::time::timeout(fallback, self.0.changed()).await;
+    }
+}
+
+/// Forwards PostgreSQL notifications on the resume channel to the local signal until aborted.
+pub(crate) async fn listen(pool: sqlx::PgPool, signal: SqlResumeSignal) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if let Err(e) = listener.listen(RESUME_CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot listen for resume notifications; polling meanwhile");
+                } else {
+                    loop {
+                        match listener.recv().await {
+                            Ok(_) => signal.notify_local(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "resume notification listener failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect the resume listener; polling meanwhile")
+            }
+        }
+        // Anything may have been missed while disconnected.
+        signal.notify_local();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,511 @@
+//! The SQL implementation of the store port, on PostgreSQL and SQLite through SeaORM.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rendezvous_domain::{
+    CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId, Timestamp,
+    WaitId,
+};
+use rendezvous_ports::{
+    BufferedEvent, Page, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
+    WaitQuery,
+};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait, Value,
+};
+
+use crate::entities::{early_events, processed_events, resume_outbox, waits};
+use crate::rows::{db_err, json, progress_json, resume_from_row, wait_from_row, wait_to_row};
+use crate::signal::SqlResumeSignal;
+
+/// The PostgreSQL channel resume wake-ups are sent on.
+pub(crate) const RESUME_CHANNEL: &str = "rendezvous_resumes";
+
+/// The store on a SeaORM connection (PostgreSQL or SQLite).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    conn: DatabaseConnection,
+    signal: SqlResumeSignal,
+}
+
+impl SqlStore {
+    pub(crate) fn new(conn: DatabaseConnection, signal: SqlResumeSignal) -> Self {
+        Self { conn, signal }
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+}
+
+/// Positional placeholder `n` (1-based) in the backend's syntax.
+fn ph(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    type Tx = SqlTx;
+
+    async fn begin(&self) -> Result<SqlTx, StoreError> {
+        Ok(SqlTx {
+            tx: self.conn.begin().await.map_err(db_err)?,
+            signal: self.signal.clone(),
+            wrote_resume: false,
+        })
+    }
+
+    async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError> {
+        waits::Entity::find_by_id(id.as_uuid())
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(wait_from_row)
+            .transpose()
+    }
+
+    async fn find_wait(
+        &self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<Option<StoredWait>, StoreError> {
+        find_wait(&self.conn, tenant, correlation_id).await
+    }
+
+    async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError> {
+        let mut select = waits::Entity::find();
+        if let Some(tenant) = &query.tenant {
+            select = select.filter(waits::Column::TenantId.eq(tenant.as_str()));
+        }
+        if !query.statuses.is_empty() {
+            select = select
+                .filter(waits::Column::Status.is_in(query.statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(execution) = &query.execution_id {
+            select = select.filter(waits::Column::ExecutionId.eq(execution.as_str()));
+        }
+        if let Some(before) = query.created_before {
+            select = select.filter(waits::Column::CreatedAt.lt(before.as_millis()));
+        }
+        if let Some((at, id)) = query.after {
+            select = select.filter(
+                Condition::any()
+                    .add(waits::Column::CreatedAt.lt(at.as_millis()))
+                    .add(
+                        Condition::all()
+                            .add(waits::Column::CreatedAt.eq(at.as_millis()))
+                            .add(waits::Column::Id.lt(id.as_uuid())),
+                    ),
+            );
+        }
+        let limit = query.limit.max(1);
+        let mut rows = select
+            .order_by_desc(waits::Column::CreatedAt)
+            .order_by_desc(waits::Column::Id)
+            .limit(u64::from(limit) + 1)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let items = rows
+            .into_iter()
+            .map(wait_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = more
+            .then(|| items.last().map(|w| (w.state.created_at, w.state.key.id)))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let result = early_events::Entity::update_many()
+            .col_expr(early_events::Column::Status, Expr::value("expired"))
+            .col_expr(
+                early_events::Column::ResolvedAt,
+                Expr::value(now.as_millis()),
+            )
+            .filter(early_events::Column::Status.eq("pending"))
+            .filter(early_events::Column::ExpiresAt.lte(now.as_millis()))
+            .exec(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(result.rows_affected)
+    }
+
+    async fn claim_resumes(
+        &self,
+        owner: &str,
+        tenant: Option<&TenantId>,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ResumeRecord>, StoreError> {
+        let backend = self.backend();
+        let until = now.plus(lease).as_millis();
+        let mut values: Vec<Value> = vec![owner.into(), until.into(), now.as_millis().into()];
+        let tenant_clause = match tenant {
+            Some(t) => {
+                values.push(t.as_str().into());
+                format!("AND tenant_id = {}", ph(backend, values.len()))
+            }
+            None => String::new(),
+        };
+        values.push(i64::from(limit).into());
+        let lock = if backend == DbBackend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE resume_outbox SET lease_owner = {p1}, lease_until = {p2}, attempts = attempts + 1 \
+             WHERE resume_id IN (SELECT resume_id FROM resume_outbox \
+             WHERE acked_at IS NULL AND (lease_until IS NULL OR lease_until <= {p3}) {tenant_clause} \
+             ORDER BY created_at LIMIT {pl} {lock}) RETURNING *",
+            p1 = ph(backend, 1),
+            p2 = ph(backend, 2),
+            p3 = ph(backend, 3),
+            pl = ph(backend, values.len()),
+        );
+        let rows = self
+            .conn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .map_err(db_err)?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| resume_outbox::Model::from_query_result(row, "").map_err(db_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|r| r.created_at);
+        claimed.into_iter().map(resume_from_row).collect()
+    }
+
+    async fn ack_resume(&self, resume_id: uuid::Uuid, now: Timestamp) -> Result<bool, StoreError> {
+        let result = resume_outbox::Entity::update_many()
+            .col_expr(resume_outbox::Column::AckedAt, Expr::value(now.as_millis()))
+            .filter(resume_outbox::Column::ResumeId.eq(resume_id))
+            .filter(resume_outbox::Column::AckedAt.is_null())
+            .exec(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError> {
+        let result = resume_outbox::Entity::update_many()
+            .col_expr(
+                resume_outbox::Column::LeaseUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                resume_outbox::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(resume_outbox::Column::LeaseOwner.eq(owner))
+            .filter(resume_outbox::Column::AckedAt.is_null())
+            .exec(&self.conn)
+            .await
+            .map_err(db_err)?;
+        if result.rows_affected > 0 {
+            self.signal.notify_local();
+        }
+        Ok(result.rows_affected)
+    }
+}
+
+async fn find_wait(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    correlation_id: &CorrelationId,
+) -> Result<Option<StoredWait>, StoreError> {
+    waits::Entity::find()
+        .filter(waits::Column::TenantId.eq(tenant.as_str()))
+        .filter(waits::Column::CorrelationId.eq(correlation_id.as_str()))
+        .one(conn)
+        .await
+        .map_err(db_err)?
+        .map(wait_from_row)
+        .transpose()
+}
+
+/// A transaction of [`SqlStore`].
+#[derive(Debug)]
+pub struct SqlTx {
+    tx: DatabaseTransaction,
+    signal: SqlResumeSignal,
+    wrote_resume: bool,
+}
+
+impl SqlTx {
+    fn backend(&self) -> DbBackend {
+        self.tx.get_database_backend()
+    }
+}
+
+#[async_trait]
+impl StoreTx for SqlTx {
+    async fn lock_correlation(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<(), StoreError> {
+        // SQLite runs one writer at a time (one pooled connection), so only PostgreSQL needs a lock.
+        if self.backend() == DbBackend::Postgres {
+            let key = format!("{tenant}\u{0}{correlation_id}");
+            self.tx
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    [key.into()],
+                ))
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn find_by_idempotency(
+        &mut self,
+        tenant: &TenantId,
+        execution_id: &ExecutionId,
+        node_id: &NodeId,
+        idempotency_key: &str,
+    ) -> Result<Option<StoredWait>, StoreError> {
+        waits::Entity::find()
+            .filter(waits::Column::TenantId.eq(tenant.as_str()))
+            .filter(waits::Column::ExecutionId.eq(execution_id.as_str()))
+            .filter(waits::Column::NodeId.eq(node_id.as_str()))
+            .filter(waits::Column::IdempotencyKey.eq(idempotency_key))
+            .one(&self.tx)
+            .await
+            .map_err(db_err)?
+            .map(wait_from_row)
+            .transpose()
+    }
+
+    async fn find_wait(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<Option<StoredWait>, StoreError> {
+        find_wait(&self.tx, tenant, correlation_id).await
+    }
+
+    async fn insert_wait(&mut self, wait: &StoredWait) -> Result<(), StoreError> {
+        waits::Entity::insert(wait_to_row(wait)?)
+            .exec_without_returning(&self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn update_wait(
+        &mut self,
+        wait: &StoredWait,
+        expected_version: i64,
+    ) -> Result<bool, StoreError> {
+        let s = &wait.state;
+        let result = waits::Entity::update_many()
+            .col_expr(waits::Column::Status, Expr::value(s.status().as_str()))
+            .col_expr(waits::Column::Progress, Expr::value(progress_json(s)?))
+            .col_expr(
+                waits::Column::UpdatedAt,
+                Expr::value(wait.updated_at.as_millis()),
+            )
+            .col_expr(
+                waits::Column::DecidedAt,
+                Expr::value(s.resolution.as_ref().map(|r| r.decided_at.as_millis())),
+            )
+            .col_expr(waits::Column::Version, Expr::value(wait.version))
+            .filter(waits::Column::Id.eq(s.key.id.as_uuid()))
+            .filter(waits::Column::Version.eq(expected_version))
+            .exec(&self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn claim_due_waits(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredWait>, StoreError> {
+        let mut select = waits::Entity::find()
+            .filter(waits::Column::DecidedAt.is_null())
+            .filter(waits::Column::Deadline.lte(now.as_millis()))
+            .order_by_asc(waits::Column::Deadline)
+            .limit(u64::from(limit));
+        if self.backend() == DbBackend::Postgres {
+            select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        select
+            .all(&self.tx)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(wait_from_row)
+            .collect()
+    }
+
+    async fn record_processed(
+        &mut self,
+        wait_id: WaitId,
+        key: &EventKey,
+        source: &SourceName,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = processed_events::ActiveModel {
+            wait_id: Set(wait_id.as_uuid()),
+            event_key: Set(key.to_string()),
+            source: Set(source.to_string()),
+            processed_at: Set(now.as_millis()),
+        };
+        let inserted = processed_events::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    processed_events::Column::WaitId,
+                    processed_events::Column::EventKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(inserted == 1)
+    }
+
+    async fn pending_buffered(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+        now: Timestamp,
+    ) -> Result<Vec<BufferedEvent>, StoreError> {
+        let rows = early_events::Entity::find()
+            .filter(early_events::Column::TenantId.eq(tenant.as_str()))
+            .filter(early_events::Column::CorrelationId.eq(correlation_id.as_str()))
+            .filter(early_events::Column::Status.eq("pending"))
+            .filter(early_events::Column::ExpiresAt.gt(now.as_millis()))
+            .order_by_asc(early_events::Column::Id)
+            .all(&self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter()
+            .map(|row| {
+                let event: IncomingEvent = serde_json::from_str(&row.event).map_err(|e| {
+                    StoreError::Other(format!("corrupt buffered event {}: {e}", row.id))
+                })?;
+                Ok(BufferedEvent {
+                    id: row.id,
+                    event,
+                    expires_at: Timestamp::from_millis(row.expires_at),
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_buffered_applied(
+        &mut self,
+        ids: &[i64],
+        wait_id: WaitId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        early_events::Entity::update_many()
+            .col_expr(early_events::Column::Status, Expr::value("applied"))
+            .col_expr(early_events::Column::WaitId, Expr::value(wait_id.as_uuid()))
+            .col_expr(
+                early_events::Column::ResolvedAt,
+                Expr::value(now.as_millis()),
+            )
+            .filter(early_events::Column::Id.is_in(ids.iter().copied()))
+            .exec(&self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn buffer_event(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+        event: &IncomingEvent,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = early_events::ActiveModel {
+            tenant_id: Set(tenant.to_string()),
+            correlation_id: Set(correlation_id.to_string()),
+            event_key: Set(event.key.to_string()),
+            event: Set(json(event)?),
+            received_at: Set(event.received_at.as_millis()),
+            expires_at: Set(expires_at.as_millis()),
+            status: Set("pending".to_owned()),
+            wait_id: Set(None),
+            resolved_at: Set(None),
+            ..Default::default()
+        };
+        let inserted = early_events::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    early_events::Column::TenantId,
+                    early_events::Column::CorrelationId,
+                    early_events::Column::EventKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(inserted == 1)
+    }
+
+    async fn insert_resume(&mut self, resume: &ResumeRecord) -> Result<bool, StoreError> {
+        let row = resume_outbox::ActiveModel {
+            resume_id: Set(resume.resume_id),
+            wait_id: Set(resume.wait_id.as_uuid()),
+            tenant_id: Set(resume.tenant.to_string()),
+            resume: Set(json(resume)?),
+            created_at: Set(resume.decided_at.as_millis()),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+            attempts: Set(0),
+            acked_at: Set(None),
+        };
+        let inserted = resume_outbox::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(resume_outbox::Column::WaitId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.tx)
+            .await
+            .map_err(db_err)?;
+        if inserted == 1 && self.backend() == DbBackend::Postgres {
+            // Delivered to every instance's listener when (and only if) this commits.
+            self.tx
+                .execute_unprepared(&format!("NOTIFY {RESUME_CHANNEL}"))
+                .await
+                .map_err(db_err)?;
+        }
+        self.wrote_resume |= inserted == 1;
+        Ok(inserted == 1)
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db_err)?;
+        if self.wrote_resume {
+            self.signal.notify_local();
+        }
+        Ok(())
+    }
+}

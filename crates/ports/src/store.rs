@@ -1,0 +1,232 @@
+//! The store port: waits, the inbox of processed events, the early-event buffer and the resume
+//! outbox, with transactions so that a state change and its effects commit together.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rendezvous_domain::{
+    CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId, Timestamp,
+    WaitId, WaitState, WaitStatus,
+};
+
+use crate::resume::ResumeRecord;
+
+/// What can go wrong in a store, as the service needs to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated (e.g. a correlation id already taken); names the rule.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or refused service; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (a bug, corrupt data).
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// A wait as stored: its state plus what only the store tracks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWait {
+    /// The domain state.
+    pub state: WaitState,
+    /// Optimistic-lock version: 1 at registration, +1 per change.
+    pub version: i64,
+    /// The idempotency key of the registration (empty when none was given).
+    pub idempotency_key: String,
+    /// The workflow definition, for listing.
+    pub workflow_id: Option<String>,
+    /// When the wait last changed.
+    pub updated_at: Timestamp,
+}
+
+/// An event kept because no wait had its correlation id yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferedEvent {
+    /// The buffer row.
+    pub id: i64,
+    /// The event.
+    pub event: IncomingEvent,
+    /// When it stops being applied to a newly registered wait.
+    pub expires_at: Timestamp,
+}
+
+/// Filters of `ListWaits`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WaitQuery {
+    /// Only this tenant.
+    pub tenant: Option<TenantId>,
+    /// Only these statuses (empty: all).
+    pub statuses: Vec<WaitStatus>,
+    /// Only this execution.
+    pub execution_id: Option<ExecutionId>,
+    /// Only waits created before this time.
+    pub created_before: Option<Timestamp>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this (created_at, id) position, from a previous page.
+    pub after: Option<(Timestamp, WaitId)>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<(Timestamp, WaitId)>,
+}
+
+/// The database. Reads outside transactions; writes through [`StoreTx`].
+#[async_trait]
+pub trait Store: Clone + Send + Sync + 'static {
+    /// A transaction.
+    type Tx: StoreTx;
+
+    /// Starts a transaction.
+    async fn begin(&self) -> Result<Self::Tx, StoreError>;
+
+    /// A wait by id.
+    async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError>;
+
+    /// A wait by correlation id.
+    async fn find_wait(
+        &self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<Option<StoredWait>, StoreError>;
+
+    /// Waits matching a query, newest first.
+    async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError>;
+
+    /// Marks buffered events whose TTL passed as expired (kept, not deleted). Returns how many.
+    async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Leases up to `limit` unacknowledged resumes whose lease is free or ran out to `owner`
+    /// until `now + lease`, oldest first, counting the attempt. Competing owners never get the
+    /// same resume at once.
+    async fn claim_resumes(
+        &self,
+        owner: &str,
+        tenant: Option<&TenantId>,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ResumeRecord>, StoreError>;
+
+    /// Acknowledges a resume: it is never delivered again. Returns whether it was unacknowledged.
+    async fn ack_resume(&self, resume_id: uuid::Uuid, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Frees the leases `owner` holds on unacknowledged resumes (its stream ended), so they are
+    /// delivered again at once.
+    async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError>;
+}
+
+/// One transaction. Dropped without [`StoreTx::commit`], it rolls back.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// Serializes transactions about one correlation id (registration against buffering an
+    /// early event), until commit or rollback.
+    async fn lock_correlation(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<(), StoreError>;
+
+    /// The wait registered under this idempotency identity, if any.
+    async fn find_by_idempotency(
+        &mut self,
+        tenant: &TenantId,
+        execution_id: &ExecutionId,
+        node_id: &NodeId,
+        idempotency_key: &str,
+    ) -> Result<Option<StoredWait>, StoreError>;
+
+    /// A wait by correlation id, as this transaction sees it.
+    async fn find_wait(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<Option<StoredWait>, StoreError>;
+
+    /// Inserts a new wait. [`StoreError::Conflict`] when its correlation id or idempotency
+    /// identity is taken.
+    async fn insert_wait(&mut self, wait: &StoredWait) -> Result<(), StoreError>;
+
+    /// Replaces a wait's state if its stored version is still `expected_version`, storing
+    /// `wait.version` (compare-and-set). Returns false, changing nothing, on a conflict.
+    async fn update_wait(
+        &mut self,
+        wait: &StoredWait,
+        expected_version: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Waits past their deadline and still open, up to `limit`, locked for this transaction
+    /// and skipped by other instances' sweepers while locked.
+    async fn claim_due_waits(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredWait>, StoreError>;
+
+    /// Records that a wait processed an event key (the inbox). Returns false if it already had.
+    async fn record_processed(
+        &mut self,
+        wait_id: WaitId,
+        key: &EventKey,
+        source: &SourceName,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Buffered events for a correlation id that have not expired, oldest first.
+    async fn pending_buffered(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+        now: Timestamp,
+    ) -> Result<Vec<BufferedEvent>, StoreError>;
+
+    /// Marks buffered events as applied to a wait.
+    async fn mark_buffered_applied(
+        &mut self,
+        ids: &[i64],
+        wait_id: WaitId,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Buffers an early event. Returns false if the same event key is already buffered.
+    async fn buffer_event(
+        &mut self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+        event: &IncomingEvent,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes a resume to the outbox (one per wait) and wakes resume streams on every instance
+    /// once committed. Returns false if the wait already has one.
+    async fn insert_resume(&mut self, resume: &ResumeRecord) -> Result<bool, StoreError>;
+
+    /// Commits.
+    async fn commit(self) -> Result<(), StoreError>;
+}
+
+/// Wakes resume streams when resumes may be available, on every instance.
+pub trait ResumeSignal: Clone + Send + Sync + 'static {
+    /// One stream's view of the signal.
+    type Waiter: ResumeWaiter;
+
+    /// A waiter that sees every wake-up from now on.
+    fn waiter(&self) -> Self::Waiter;
+
+    /// Wakes local waiters now (after a local commit of a resume or a freed lease).
+    fn notify_local(&self);
+}
+
+/// One stream's view of the [`ResumeSignal`].
+#[async_trait]
+pub trait ResumeWaiter: Send {
+    /// Returns when a resume may have been written since the last call, or after `fallback`
+    /// at the latest (polling only as a fallback).
+    async fn wait(&mut self, fallback: Duration);
+}

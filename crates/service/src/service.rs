@@ -1,0 +1,581 @@
+//! The use cases over the ports: register, deliver (ingest), expire, cancel, inspect, and the
+//! resume feed's claim/ack/release.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rendezvous_domain::{
+    Channel, CorrelationId, EventKey, ExecutionId, IgnoreReason, IncomingEvent, NodeId, Outcome,
+    SourceName, TenantId, Timestamp, Verdict, WaitId, WaitKey, WaitSpec, WaitState,
+};
+use rendezvous_ports::{
+    Clock, Page, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait, WaitQuery,
+};
+use serde_json::Value;
+
+use crate::error::ServiceError;
+
+/// Limits and timings of the use cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// How long an event for an unknown correlation id is kept for a wait to register.
+    pub buffer_ttl: Duration,
+    /// How many optimistic-lock conflicts one request may meet before giving up.
+    pub max_conflict_retries: u32,
+    /// The largest event payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// The largest node config accepted, in bytes.
+    pub max_config_bytes: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            buffer_ttl: Duration::from_secs(3600),
+            max_conflict_retries: 32,
+            max_payload_bytes: 1024 * 1024,
+            max_config_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A registration request, fields as the caller sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterWait {
+    /// Tenant; empty for the default tenant.
+    pub tenant_id: String,
+    /// Required.
+    pub execution_id: String,
+    /// Required.
+    pub node_id: String,
+    /// The node config JSON text.
+    pub node_config_json: String,
+    /// Distinguishes several waits of one node in one execution; may be empty.
+    pub idempotency_key: String,
+    /// For listing only; may be empty.
+    pub workflow_id: String,
+    /// Caller-chosen correlation id; empty to generate one.
+    pub correlation_id: String,
+}
+
+/// The wait a registration produced or found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The wait.
+    pub wait: StoredWait,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// An event delivered for a correlation id, fields as the caller sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Tenant; empty for the default tenant.
+    pub tenant_id: String,
+    /// Required.
+    pub correlation_id: String,
+    /// The execution id the event carries, if any.
+    pub execution_id: Option<String>,
+    /// Where it came from.
+    pub channel: Channel,
+    /// The event body.
+    pub payload: Value,
+    /// The event's identity. Required.
+    pub event_key: String,
+}
+
+impl Delivery {
+    /// The `api` event of an HTTP response: `{"status", "headers", "body"}` where a JSON body
+    /// stays JSON and any other body becomes a string.
+    pub fn api_payload(status: u32, headers: BTreeMap<String, String>, body: &[u8]) -> Value {
+        let body = serde_json::from_slice::<Value>(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        serde_json::json!({"status": status, "headers": headers, "body": body})
+    }
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    /// No wait has the correlation id yet; kept in the early-event buffer.
+    Buffered,
+    /// Already in the early-event buffer.
+    BufferedDuplicate,
+    /// Applied to a wait.
+    Applied {
+        /// The wait after the event.
+        wait: StoredWait,
+        /// What the event did.
+        verdict: Verdict,
+    },
+}
+
+/// How a caller names a wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitLookup {
+    /// By wait id (a UUID).
+    Id(String),
+    /// By correlation id within a tenant (empty tenant: the default).
+    Correlation {
+        /// Tenant.
+        tenant_id: String,
+        /// Correlation id.
+        correlation_id: String,
+    },
+}
+
+/// The use cases, generic over the store, the resume signal and the clock.
+#[derive(Debug, Clone)]
+pub struct WaitService<S, G, C> {
+    store: S,
+    signal: G,
+    clock: C,
+    config: ServiceConfig,
+}
+
+fn tenant(raw: &str) -> Result<TenantId, ServiceError> {
+    if raw.is_empty() {
+        Ok(TenantId::default_tenant())
+    } else {
+        TenantId::parse(raw).map_err(|e| ServiceError::invalid("tenant_id", e))
+    }
+}
+
+fn required<T>(
+    field: &str,
+    raw: &str,
+    parse: impl FnOnce(String) -> Result<T, rendezvous_domain::IdError>,
+) -> Result<T, ServiceError> {
+    if raw.is_empty() {
+        return Err(ServiceError::invalid(field, "required"));
+    }
+    parse(raw.to_owned()).map_err(|e| ServiceError::invalid(field, e.reason))
+}
+
+/// Random back-off before retrying a conflict: up to 1, 2, 4 ... 64 ms.
+async fn backoff(attempt: u32) {
+    let cap = 1u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap * 1000))).await;
+}
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// The service over its ports.
+    pub fn new(store: S, signal: G, clock: C, config: ServiceConfig) -> Self {
+        Self {
+            store,
+            signal,
+            clock,
+            config,
+        }
+    }
+
+    /// The resume signal (for resume streams).
+    pub fn signal(&self) -> &G {
+        &self.signal
+    }
+
+    /// The current time of the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Registers a wait, or returns the one registered earlier under the same idempotency
+    /// identity. Early events buffered for its correlation id are applied in the same
+    /// transaction; a wait decided at once (no enabled source, or the buffered events met the
+    /// condition) gets its resume in that transaction too.
+    pub async fn register(&self, request: RegisterWait) -> Result<Registered, ServiceError> {
+        let tenant = tenant(&request.tenant_id)?;
+        let execution_id = required("execution_id", &request.execution_id, ExecutionId::parse)?;
+        let node_id = required("node_id", &request.node_id, NodeId::parse)?;
+        if request.node_config_json.len() > self.config.max_config_bytes {
+            return Err(ServiceError::TooLarge {
+                what: "node_config_json".into(),
+                size: request.node_config_json.len(),
+                limit: self.config.max_config_bytes,
+            });
+        }
+        if request.node_config_json.is_empty() {
+            return Err(ServiceError::invalid("node_config_json", "required"));
+        }
+        if request.idempotency_key.len() > rendezvous_domain::ids::MAX_ID_LEN {
+            return Err(ServiceError::invalid(
+                "idempotency_key",
+                "longer than 256 bytes",
+            ));
+        }
+        let spec = WaitSpec::from_json_str(&request.node_config_json)
+            .map_err(ServiceError::InvalidConfig)?;
+        let chosen = if request.correlation_id.is_empty() {
+            None
+        } else {
+            Some(
+                CorrelationId::parse(request.correlation_id.as_str())
+                    .map_err(|e| ServiceError::invalid("correlation_id", e.reason))?,
+            )
+        };
+        let workflow_id = (!request.workflow_id.is_empty()).then(|| request.workflow_id.clone());
+        for attempt in 0..=self.config.max_conflict_retries {
+            let now = self.clock.now();
+            let correlation_id = chosen.clone().unwrap_or_else(|| {
+                CorrelationId::parse(uuid::Uuid::new_v4().to_string())
+                    .expect("a UUID is a valid correlation id")
+            });
+            let mut tx = self.store.begin().await?;
+            tx.lock_correlation(&tenant, &correlation_id).await?;
+            if let Some(existing) = tx
+                .find_by_idempotency(&tenant, &execution_id, &node_id, &request.idempotency_key)
+                .await?
+            {
+                if existing.state.spec != spec {
+                    return Err(ServiceError::AlreadyExists(format!(
+                        "execution {execution_id} node {node_id} already has wait {} under idempotency key {:?} with a different node config",
+                        existing.state.key.id, request.idempotency_key
+                    )));
+                }
+                return Ok(Registered {
+                    wait: existing,
+                    created: false,
+                });
+            }
+            let key = WaitKey {
+                id: WaitId::from_uuid(uuid::Uuid::new_v4()),
+                tenant: tenant.clone(),
+                correlation_id: correlation_id.clone(),
+                execution_id: execution_id.clone(),
+                node_id: node_id.clone(),
+            };
+            let mut state = WaitState::register(key, spec.clone(), now);
+            let buffered = tx.pending_buffered(&tenant, &correlation_id, now).await?;
+            let mut accepted = Vec::new();
+            for b in &buffered {
+                let step = state.apply(b.event.clone(), now);
+                if let Verdict::Accepted { source } | Verdict::Completed { source } = step.verdict {
+                    accepted.push((b.event.key.clone(), source));
+                }
+            }
+            let wait = StoredWait {
+                state,
+                version: 1,
+                idempotency_key: request.idempotency_key.clone(),
+                workflow_id: workflow_id.clone(),
+                updated_at: now,
+            };
+            match tx.insert_wait(&wait).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) if chosen.is_some() && attempt == 0 => {
+                    drop(tx);
+                    // Either a concurrent retry with the same idempotency identity won (the
+                    // next attempt returns its wait), or the correlation id is taken.
+                    continue;
+                }
+                Err(StoreError::Conflict(detail)) if chosen.is_some() => {
+                    return Err(ServiceError::AlreadyExists(format!(
+                        "correlation id {correlation_id} is already used in tenant {tenant} ({detail})"
+                    )));
+                }
+                Err(StoreError::Conflict(_)) => {
+                    drop(tx);
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for (event_key, source) in &accepted {
+                tx.record_processed(wait.state.key.id, event_key, source, now)
+                    .await?;
+            }
+            let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
+            tx.mark_buffered_applied(&ids, wait.state.key.id, now)
+                .await?;
+            if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
+                tx.insert_resume(&resume).await?;
+            }
+            tx.commit().await?;
+            tracing::info!(
+                wait_id = %wait.state.key.id,
+                correlation_id = %correlation_id,
+                execution_id = %execution_id,
+                node_id = %node_id,
+                status = %wait.state.status(),
+                buffered = buffered.len(),
+                "wait registered"
+            );
+            return Ok(Registered {
+                wait,
+                created: true,
+            });
+        }
+        Err(ServiceError::Contended(format!(
+            "registration of execution {execution_id} node {node_id}"
+        )))
+    }
+
+    /// Delivers one event for a correlation id: applied to the wait if it exists, otherwise
+    /// buffered until one registers. An execution-id mismatch is recorded on the wait and
+    /// returned as [`ServiceError::ExecutionMismatch`].
+    pub async fn deliver(&self, delivery: Delivery) -> Result<Delivered, ServiceError> {
+        let tenant = tenant(&delivery.tenant_id)?;
+        let correlation_id = required(
+            "correlation_id",
+            &delivery.correlation_id,
+            CorrelationId::parse,
+        )?;
+        let key = required("event_key", &delivery.event_key, EventKey::parse)?;
+        let execution_id = match delivery.execution_id.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(
+                ExecutionId::parse(raw)
+                    .map_err(|e| ServiceError::invalid("execution_id", e.reason))?,
+            ),
+        };
+        let size = delivery.payload.to_string().len();
+        if size > self.config.max_payload_bytes {
+            return Err(ServiceError::TooLarge {
+                what: "event payload".into(),
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        let event = IncomingEvent {
+            key,
+            channel: delivery.channel,
+            execution_id,
+            payload: delivery.payload,
+            received_at: self.clock.now(),
+        };
+        for attempt in 0..=self.config.max_conflict_retries {
+            let Some(stored) = self.store.find_wait(&tenant, &correlation_id).await? else {
+                match self.buffer(&tenant, &correlation_id, &event).await? {
+                    Some(result) => return Ok(result),
+                    None => continue, // a wait registered meanwhile: apply to it
+                }
+            };
+            let now = self.clock.now();
+            let mut wait = stored.clone();
+            let step = wait.state.apply(event.clone(), now);
+            if step.changed {
+                wait.version += 1;
+                wait.updated_at = now;
+                let mut tx = self.store.begin().await?;
+                if !tx.update_wait(&wait, stored.version).await? {
+                    drop(tx);
+                    backoff(attempt).await;
+                    continue;
+                }
+                if let Verdict::Accepted { source } | Verdict::Completed { source } = &step.verdict
+                    && !tx
+                        .record_processed(wait.state.key.id, &event.key, source, now)
+                        .await?
+                {
+                    // The inbox already has it although the state did not: treat as a replay.
+                    return Ok(Delivered::Applied {
+                        wait: stored,
+                        verdict: Verdict::Duplicate,
+                    });
+                }
+                if step.decided.is_some()
+                    && let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4())
+                {
+                    tx.insert_resume(&resume).await?;
+                }
+                tx.commit().await?;
+            }
+            self.log_verdict(&wait.state, &event, &step.verdict, step.decided);
+            if let Verdict::Ignored(reason @ IgnoreReason::ExecutionMismatch { .. }) = &step.verdict
+            {
+                return Err(ServiceError::ExecutionMismatch(format!(
+                    "wait {}: {reason}; the event was recorded and not applied",
+                    wait.state.key.id
+                )));
+            }
+            return Ok(Delivered::Applied {
+                wait,
+                verdict: step.verdict,
+            });
+        }
+        Err(ServiceError::Contended(format!(
+            "correlation id {correlation_id}"
+        )))
+    }
+
+    /// Buffers an early event under the correlation lock. `None` when a wait appeared.
+    async fn buffer(
+        &self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+        event: &IncomingEvent,
+    ) -> Result<Option<Delivered>, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        tx.lock_correlation(tenant, correlation_id).await?;
+        if tx.find_wait(tenant, correlation_id).await?.is_some() {
+            return Ok(None);
+        }
+        let expires_at = event.received_at.plus(self.config.buffer_ttl);
+        let inserted = tx
+            .buffer_event(tenant, correlation_id, event, expires_at)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(correlation_id = %correlation_id, event_key = %event.key, duplicate = !inserted, "event buffered before its wait");
+        Ok(Some(if inserted {
+            Delivered::Buffered
+        } else {
+            Delivered::BufferedDuplicate
+        }))
+    }
+
+    fn log_verdict(
+        &self,
+        state: &WaitState,
+        event: &IncomingEvent,
+        verdict: &Verdict,
+        decided: Option<Outcome>,
+    ) {
+        let k = &state.key;
+        match verdict {
+            Verdict::Ignored(reason) => tracing::info!(
+                wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id,
+                event_key = %event.key, reason = %reason, "event ignored"
+            ),
+            other => tracing::info!(
+                wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id,
+                event_key = %event.key, verdict = ?other, decided = ?decided.map(Outcome::as_str), "event applied"
+            ),
+        }
+    }
+
+    /// Times out due waits (at most `limit`), each once across every instance. Returns how
+    /// many were decided.
+    pub async fn expire_due(&self, limit: u32) -> Result<usize, ServiceError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let due = tx.claim_due_waits(now, limit).await?;
+        let mut decided = 0;
+        for stored in due {
+            let mut wait = stored.clone();
+            let Some(outcome) = wait.state.expire(now) else {
+                continue;
+            };
+            wait.version += 1;
+            wait.updated_at = now;
+            // The rows are locked by this transaction, so the compare-and-set holds.
+            if tx.update_wait(&wait, stored.version).await? {
+                if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
+                    tx.insert_resume(&resume).await?;
+                }
+                decided += 1;
+                let k = &wait.state.key;
+                tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, outcome = outcome.as_str(), "wait timed out");
+            }
+        }
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    /// Marks buffered events past their TTL as expired. Returns how many.
+    pub async fn expire_buffered(&self) -> Result<u64, ServiceError> {
+        let expired = self.store.expire_buffered(self.clock.now()).await?;
+        if expired > 0 {
+            tracing::info!(expired, "buffered events expired unclaimed");
+        }
+        Ok(expired)
+    }
+
+    /// Cancels an open wait; a decided wait is returned unchanged with `false`.
+    pub async fn cancel(
+        &self,
+        lookup: WaitLookup,
+        reason: String,
+    ) -> Result<(StoredWait, bool), ServiceError> {
+        let reason = (!reason.is_empty()).then_some(reason);
+        for attempt in 0..=self.config.max_conflict_retries {
+            let stored = self.get(lookup.clone()).await?;
+            let now = self.clock.now();
+            let mut wait = stored.clone();
+            if wait.state.cancel(reason.clone(), now).is_err() {
+                return Ok((stored, false));
+            }
+            wait.version += 1;
+            wait.updated_at = now;
+            let mut tx = self.store.begin().await?;
+            if !tx.update_wait(&wait, stored.version).await? {
+                drop(tx);
+                backoff(attempt).await;
+                continue;
+            }
+            if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
+                tx.insert_resume(&resume).await?;
+            }
+            tx.commit().await?;
+            let k = &wait.state.key;
+            tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, "wait cancelled");
+            return Ok((wait, true));
+        }
+        Err(ServiceError::Contended(format!("{lookup:?}")))
+    }
+
+    /// One wait.
+    pub async fn get(&self, lookup: WaitLookup) -> Result<StoredWait, ServiceError> {
+        match lookup {
+            WaitLookup::Id(raw) => {
+                let id =
+                    WaitId::parse(&raw).map_err(|e| ServiceError::invalid("wait_id", e.reason))?;
+                self.store
+                    .get_wait(id)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no wait with id {id}")))
+            }
+            WaitLookup::Correlation {
+                tenant_id,
+                correlation_id,
+            } => {
+                let tenant = tenant(&tenant_id)?;
+                let correlation_id =
+                    required("correlation_id", &correlation_id, CorrelationId::parse)?;
+                self.store
+                    .find_wait(&tenant, &correlation_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::NotFound(format!(
+                            "no wait with correlation id {correlation_id} in tenant {tenant}"
+                        ))
+                    })
+            }
+        }
+    }
+
+    /// Waits matching a query, newest first.
+    pub async fn list(&self, query: WaitQuery) -> Result<Page<StoredWait>, ServiceError> {
+        Ok(self.store.list_waits(&query).await?)
+    }
+
+    /// Leases resumes to a stream (`owner`) until acked or the lease runs out.
+    pub async fn claim_resumes(
+        &self,
+        owner: &str,
+        tenant: Option<&TenantId>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ResumeRecord>, ServiceError> {
+        Ok(self
+            .store
+            .claim_resumes(owner, tenant, self.clock.now(), lease, limit)
+            .await?)
+    }
+
+    /// Acknowledges a resume. Returns whether it was still unacknowledged.
+    pub async fn ack_resume(&self, resume_id: &str) -> Result<bool, ServiceError> {
+        let id = uuid::Uuid::parse_str(resume_id)
+            .map_err(|e| ServiceError::invalid("ack.resume_id", e))?;
+        Ok(self.store.ack_resume(id, self.clock.now()).await?)
+    }
+
+    /// Frees the leases a finished stream held, so its unacknowledged resumes go out again.
+    pub async fn release_resumes(&self, owner: &str) -> Result<u64, ServiceError> {
+        Ok(self.store.release_resumes(owner).await?)
+    }
+}
+
+/// Parses a source name given by a caller.
+pub fn source_name(field: &str, raw: &str) -> Result<SourceName, ServiceError> {
+    required(field, raw, SourceName::parse)
+}
