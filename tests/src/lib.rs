@@ -1,3 +1,334 @@
-//! Black-box tests of Rendezvous: they start the real application on loopback (port 0) and
-//! drive it over gRPC the way a workflow engine and a callback gateway do. Helpers live here;
-//! the tests live in `tests/tests/`.
+//! Black-box tests of Rendezvous: they start the real application on loopback (port 0) on a
+//! fresh SQLite file or a fresh PostgreSQL database, and drive it over gRPC the way a workflow
+//! engine and a callback gateway do. This file holds the helpers; tests live in `tests/`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rendezvous_app::{Application, Command, Config, Running};
+use rendezvous_grpc_api::v1;
+use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
+use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// The PostgreSQL server the tests use (the machine's, started by `.ci/run`).
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh PostgreSQL database, dropped afterwards.
+    Postgres,
+}
+
+/// A fresh, empty database for one test; removed on drop.
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    name: Option<String>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl TestDatabase {
+    /// Creates one.
+    pub async fn create(backend: Backend) -> Result<Self> {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("rendezvous-test-{unique}"));
+                std::fs::create_dir_all(&dir)?;
+                Ok(Self {
+                    url: format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
+                    name: None,
+                    dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let name = format!("rendezvous_test_{unique}");
+                let admin = Database::connect(POSTGRES_ADMIN_URL)
+                    .await
+                    .context("connecting to PostgreSQL at 127.0.0.1:5432")?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                admin.close().await?;
+                Ok(Self {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    name: Some(name),
+                    dir: None,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(name) = self.name.take() {
+            // Drop from a thread of its own: this may run inside or outside a runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let admin = Database::connect(POSTGRES_ADMIN_URL).await?;
+                    admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await?;
+                    admin.close().await
+                })?;
+                anyhow::Ok(())
+            })
+            .join();
+        }
+    }
+}
+
+/// Test settings: fast sweeps, short ack timeouts, quiet logs.
+pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Config> {
+    let args: Vec<String> = ["--listen", "127.0.0.1:0", "--database-url", database_url]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut env: Vec<(String, String)> = [
+        ("RENDEZVOUS__SWEEPER__INTERVAL_MS", "50"),
+        ("RENDEZVOUS__RESUME__ACK_TIMEOUT_MS", "1500"),
+        ("RENDEZVOUS__RESUME__POLL_INTERVAL_MS", "200"),
+        ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE_MS", "2000"),
+        ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    match Config::load(&args, env)? {
+        Command::Run(config) => Ok(*config),
+        Command::Print(text) => bail!("unexpected output: {text}"),
+    }
+}
+
+/// One running instance and clients for it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The engine's client.
+    pub waits: WaitServiceClient<Channel>,
+    /// The callback gateway's client.
+    pub callbacks: CallbackServiceClient<Channel>,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    /// Starts an instance on `database_url`.
+    pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
+        let app = Application::build(test_config(database_url, extra_env)?).await?;
+        let running = app.spawn()?;
+        let addr = running.addr;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Ok(Self {
+            addr,
+            waits: WaitServiceClient::new(channel.clone()),
+            callbacks: CallbackServiceClient::new(channel),
+            running: Some(running),
+        })
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(mut self) -> Result<()> {
+        match self.running.take() {
+            Some(running) => running.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Registers a wait with a node config.
+    pub async fn register(
+        &mut self,
+        execution_id: &str,
+        config: &serde_json::Value,
+    ) -> Result<v1::RegisterWaitResponse> {
+        Ok(self
+            .waits
+            .register_wait(v1::RegisterWaitRequest {
+                execution_id: execution_id.into(),
+                node_id: "node-1".into(),
+                node_config_json: config.to_string(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Delivers an API response through the callback gateway RPC.
+    pub async fn api_response(
+        &mut self,
+        correlation_id: &str,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<v1::DeliverResponse, tonic::Status> {
+        Ok(self
+            .callbacks
+            .deliver_api_response(v1::DeliverApiResponseRequest {
+                correlation_id: correlation_id.into(),
+                execution_id: execution_id.into(),
+                http_status: 200,
+                body: br#"{"result":"ok"}"#.to_vec(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Delivers an event for a named source (the service's ingest use case, as the Kafka
+    /// ingress will).
+    pub async fn event(
+        &mut self,
+        correlation_id: &str,
+        execution_id: &str,
+        source: &str,
+        key: &str,
+        payload: serde_json::Value,
+    ) -> Result<v1::DeliverResponse, tonic::Status> {
+        Ok(self
+            .callbacks
+            .deliver_event(v1::DeliverEventRequest {
+                correlation_id: correlation_id.into(),
+                execution_id: execution_id.into(),
+                source: source.into(),
+                payload_json: payload.to_string(),
+                event_key: key.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A wait by id.
+    pub async fn get(&mut self, wait_id: &str) -> Result<v1::Wait> {
+        Ok(self
+            .waits
+            .get_wait(v1::GetWaitRequest {
+                key: Some(v1::get_wait_request::Key::WaitId(wait_id.into())),
+                tenant_id: String::new(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Opens a resume stream.
+    pub async fn subscribe(&mut self, max_in_flight: u32) -> Result<Engine> {
+        Engine::connect(self.waits.clone(), max_in_flight).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // Best effort when a test fails before stop().
+            tokio::spawn(async move {
+                let _ = running.stop().await;
+            });
+        }
+    }
+}
+
+/// A fake workflow engine: one resume stream with explicit acks.
+pub struct Engine {
+    acks: mpsc::Sender<v1::ResumeStreamRequest>,
+    inbound: tonic::Streaming<v1::ResumeStreamResponse>,
+}
+
+impl Engine {
+    /// Subscribes on a client.
+    pub async fn connect(
+        mut client: WaitServiceClient<Channel>,
+        max_in_flight: u32,
+    ) -> Result<Self> {
+        let (acks, rx) = mpsc::channel(1024);
+        acks.send(v1::ResumeStreamRequest {
+            message: Some(v1::resume_stream_request::Message::Subscribe(
+                v1::Subscribe {
+                    tenant_id: String::new(),
+                    max_in_flight,
+                },
+            )),
+        })
+        .await?;
+        let inbound = client
+            .resume_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Self { acks, inbound })
+    }
+
+    /// The next resume, or an error after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<v1::Resume> {
+        match tokio::time::timeout(timeout, self.inbound.next()).await {
+            Err(_) => bail!("no resume within {timeout:?}"),
+            Ok(None) => bail!("the resume stream ended"),
+            Ok(Some(Err(status))) => bail!("the resume stream failed: {status}"),
+            Ok(Some(Ok(v1::ResumeStreamResponse {
+                message: Some(v1::resume_stream_response::Message::Resume(r)),
+            }))) => Ok(r),
+            Ok(Some(Ok(other))) => bail!("unexpected message {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives within `within`.
+    pub async fn expect_nothing(&mut self, within: Duration) -> Result<()> {
+        match tokio::time::timeout(within, self.inbound.next()).await {
+            Err(_) => Ok(()),
+            Ok(other) => bail!("expected no resume, got {other:?}"),
+        }
+    }
+
+    /// Closes gracefully: half-closes the request side (so every ack sent is processed) and
+    /// waits for the server to end the stream.
+    pub async fn close(self) -> Result<()> {
+        let Self { acks, mut inbound } = self;
+        drop(acks);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while inbound.next().await.is_some() {}
+        })
+        .await
+        .context("the server did not end the resume stream")?;
+        Ok(())
+    }
+
+    /// Acknowledges a resume.
+    pub async fn ack(&self, resume: &v1::Resume) -> Result<()> {
+        self.acks
+            .send(v1::ResumeStreamRequest {
+                message: Some(v1::resume_stream_request::Message::Ack(v1::Ack {
+                    resume_id: resume.resume_id.clone(),
+                })),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads a seed node config from the domain's fixtures.
+pub fn seed(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../crates/domain/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
+        .expect("fixture is JSON")
+}

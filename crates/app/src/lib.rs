@@ -1,6 +1,13 @@
 //! The `rendezvous` binary's library half: configuration, wiring of the adapters around the
 //! service, and telemetry. `main.rs` stays thin: load config, install telemetry, run, map the
-//! exit code. Tests start the same application on port 0.
+//! exit code. Tests start the same application on port 0 with [`Application::spawn`].
+
+mod application;
+pub mod config;
+pub mod telemetry;
+
+pub use application::{Application, Running, Service};
+pub use config::{Command, Config};
 
 /// The version printed by `rendezvous --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,20 +2,70 @@
 
 use std::process::ExitCode;
 
+use rendezvous_app::{Application, Command, Config, telemetry};
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "-V") => {
-            eprintln!("rendezvous {}", rendezvous_app::VERSION);
-            ExitCode::SUCCESS
+    let config = match Config::from_args(&args) {
+        Ok(Command::Run(config)) => *config,
+        Ok(Command::Print(text)) => {
+            eprintln!("{text}");
+            return ExitCode::SUCCESS;
         }
-        _ => {
-            eprintln!(
-                "rendezvous {}: the service is not wired yet; the domain, contract and codegen are \
-                 in place (see ARCHITECTURE.md and the open service issue)",
-                rendezvous_app::VERSION
-            );
-            ExitCode::from(2)
+        Err(e) => {
+            eprintln!("rendezvous: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init(&config.telemetry) {
+        eprintln!("rendezvous: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rendezvous: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(config).await?;
+        eprintln!(
+            "rendezvous {} listening on {}",
+            rendezvous_app::VERSION,
+            app.addr()?
+        );
+        app.run_until(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "rendezvous failed");
+            eprintln!("rendezvous: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested: finishing in-flight work");
 }

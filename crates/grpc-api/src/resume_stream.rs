@@ -8,7 +8,7 @@ use std::time::Duration;
 use rendezvous_domain::{TenantId, Timestamp};
 use rendezvous_ports::{Clock, ResumeSignal, ResumeWaiter, Store};
 use rendezvous_service::{ServiceError, WaitService};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -46,6 +46,7 @@ pub const MAX_IN_FLIGHT: u32 = 1024;
 pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
     service: Arc<WaitService<S, G, C>>,
     config: ResumeStreamConfig,
+    shutdown: watch::Receiver<bool>,
     mut inbound: tonic::Streaming<v1::ResumeStreamRequest>,
 ) -> Result<ResumeStream, Status> {
     let invalid = |reason: &str| {
@@ -98,6 +99,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             max_in_flight,
             out,
             acks,
+            shutdown,
         };
         feed.run().await;
     });
@@ -112,6 +114,7 @@ struct Feed<S, G, C> {
     max_in_flight: u32,
     out: mpsc::Sender<Result<v1::ResumeStreamResponse, Status>>,
     acks: mpsc::Receiver<v1::ResumeStreamRequest>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
@@ -120,6 +123,15 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
         // Resume id -> when its lease runs out (then it may come back, to any stream).
         let mut in_flight: HashMap<String, Timestamp> = HashMap::new();
         'stream: loop {
+            if *self.shutdown.borrow() {
+                let _ = self
+                    .out
+                    .send(Err(Status::unavailable(
+                        "the instance is shutting down; reconnect",
+                    )))
+                    .await;
+                break 'stream;
+            }
             let now = self.service.now();
             in_flight.retain(|_, until| *until > now);
             let room = self
@@ -188,6 +200,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                 },
                 () = waiter.wait(self.config.poll_interval) => {}
                 () = self.out.closed() => break 'stream,
+                Ok(()) = self.shutdown.changed() => {}
             }
         }
         match self.service.release_resumes(&self.owner).await {

@@ -9,6 +9,7 @@ use rendezvous_ports::{Clock, ResumeSignal, Store, WaitQuery};
 use rendezvous_service::{
     Delivered, Delivery, RegisterWait, ServiceError, WaitLookup, WaitService, source_name,
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -25,6 +26,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub struct GrpcApi<S, G, C> {
     service: Arc<WaitService<S, G, C>>,
     resume: ResumeStreamConfig,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<S, G, C> Clone for GrpcApi<S, G, C> {
@@ -32,14 +34,24 @@ impl<S, G, C> Clone for GrpcApi<S, G, C> {
         Self {
             service: self.service.clone(),
             resume: self.resume.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
 
 impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
-    /// The adapter over a shared service.
-    pub fn new(service: Arc<WaitService<S, G, C>>, resume: ResumeStreamConfig) -> Self {
-        Self { service, resume }
+    /// The adapter over a shared service. When `shutdown` turns true, resume streams end
+    /// (freeing their leases) so the server can stop gracefully.
+    pub fn new(
+        service: Arc<WaitService<S, G, C>>,
+        resume: ResumeStreamConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            service,
+            resume,
+            shutdown,
+        }
     }
 
     /// The engine-facing tonic service.
@@ -167,6 +179,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         let stream = serve_resume_stream(
             self.service.clone(),
             self.resume.clone(),
+            self.shutdown.clone(),
             request.into_inner(),
         )
         .await?;

@@ -258,7 +258,8 @@ impl StoreTx for SqlTx {
     ) -> Result<(), StoreError> {
         // SQLite runs one writer at a time (one pooled connection), so only PostgreSQL needs a lock.
         if self.backend() == DbBackend::Postgres {
-            let key = format!("{tenant}\u{0}{correlation_id}");
+            // Ids cannot hold control characters, so the unit separator keeps keys unambiguous.
+            let key = format!("{tenant}\u{1f}{correlation_id}");
             self.tx
                 .execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,

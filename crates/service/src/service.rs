@@ -104,7 +104,7 @@ pub enum Delivered {
     /// Applied to a wait.
     Applied {
         /// The wait after the event.
-        wait: StoredWait,
+        wait: Box<StoredWait>,
         /// What the event did.
         verdict: Verdict,
     },
@@ -369,7 +369,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 {
                     // The inbox already has it although the state did not: treat as a replay.
                     return Ok(Delivered::Applied {
-                        wait: stored,
+                        wait: Box::new(stored),
                         verdict: Verdict::Duplicate,
                     });
                 }
@@ -389,7 +389,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 )));
             }
             return Ok(Delivered::Applied {
-                wait,
+                wait: Box::new(wait),
                 verdict: step.verdict,
             });
         }

@@ -1,0 +1,224 @@
+//! The application: connects the database, builds the service and the gRPC server (with health
+//! and reflection), runs the sweeper, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rendezvous_grpc_api::{GrpcApi, ResumeStreamConfig, v1};
+use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
+use rendezvous_ports::SystemClock;
+use rendezvous_service::{ServiceConfig, WaitService};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// The service as wired in production.
+pub type Service = WaitService<SqlStore, SqlResumeSignal, SystemClock>;
+
+/// A built application, bound to its address, not yet serving.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    database: Database,
+    service: Arc<Service>,
+}
+
+/// A running application (for tests and `main`): its address and a way to stop it.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, ends resume streams, and waits.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+}
+
+impl Application {
+    /// Connects the database (running migrations if configured) and binds the listener.
+    pub async fn build(config: Config) -> Result<Self> {
+        let url = config.database_url();
+        if url.starts_with("sqlite:") && config.database.url.is_empty() {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        }
+        let database = Database::connect(&DatabaseConfig {
+            url: url.clone(),
+            max_connections: config.database.max_connections,
+            connect_timeout: Config::ms(config.database.connect_timeout_ms),
+            run_migrations: config.database.run_migrations,
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                rendezvous_persistence::redact(&url)
+            )
+        })?;
+        let service = Arc::new(WaitService::new(
+            database.store(),
+            database.signal(),
+            SystemClock,
+            ServiceConfig {
+                buffer_ttl: Duration::from_secs(config.service.buffer_ttl_secs),
+                max_conflict_retries: config.service.max_conflict_retries,
+                max_payload_bytes: config.service.max_payload_bytes,
+                max_config_bytes: config.service.max_config_bytes,
+            },
+        ));
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Self {
+            config,
+            listener,
+            database,
+            service,
+        })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The service (for in-process callers such as the Kafka ingress).
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
+    }
+
+    /// Starts serving in the background.
+    pub fn spawn(self) -> Result<Running> {
+        let addr = self.addr()?;
+        let (shutdown, stopped) = watch::channel(false);
+        let mut stop = stopped.clone();
+        let task = tokio::spawn(self.serve(
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            stopped,
+        ));
+        Ok(Running {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let (shutdown, stopped) = watch::channel(false);
+        let trigger = async move {
+            signal.await;
+            let _ = shutdown.send(true);
+        };
+        let mut stop = stopped.clone();
+        tokio::spawn(trigger);
+        self.serve(
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            stopped,
+        )
+        .await
+    }
+
+    async fn serve(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+        stopped: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let Self {
+            config,
+            listener,
+            database,
+            service,
+        } = self;
+        let addr = listener.local_addr()?;
+        let api = GrpcApi::new(
+            service.clone(),
+            ResumeStreamConfig {
+                ack_timeout: Config::ms(config.resume.ack_timeout_ms),
+                default_max_in_flight: config.resume.max_in_flight,
+                poll_interval: Config::ms(config.resume.poll_interval_ms),
+            },
+            stopped.clone(),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<v1::wait_service_server::WaitServiceServer<
+                GrpcApi<SqlStore, SqlResumeSignal, SystemClock>,
+            >>()
+            .await;
+        health
+            .set_serving::<v1::callback_service_server::CallbackServiceServer<
+                GrpcApi<SqlStore, SqlResumeSignal, SystemClock>,
+            >>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
+        tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let grace = Config::ms(config.server.shutdown_grace_ms);
+        let mut stopped_for_grace = stopped.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api.wait_service())
+            .add_service(api.callback_service())
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r.context("serving gRPC"),
+            _ = async {
+                let _ = stopped_for_grace.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = config.server.shutdown_grace_ms, "in-flight requests did not finish in time");
+                Ok(())
+            }
+        };
+        let _ = sweeper.await;
+        database.close().await;
+        tracing::info!("rendezvous stopped");
+        result
+    }
+}
+
+/// Times out due waits and expires unclaimed buffered events, until shutdown.
+async fn sweep(service: Arc<Service>, config: Config, mut stopped: watch::Receiver<bool>) {
+    let interval = Config::ms(config.sweeper.interval_ms);
+    loop {
+        loop {
+            match service.expire_due(config.sweeper.batch).await {
+                Ok(n) if n == config.sweeper.batch as usize => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed; retrying");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = service.expire_buffered().await {
+            tracing::warn!(error = %e, "expiring buffered events failed; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
