@@ -147,6 +147,16 @@ impl TestApp {
         })
     }
 
+    /// Another handle on the same instance's clients (not owning the instance).
+    pub fn clone_clients(&self) -> Self {
+        Self {
+            addr: self.addr,
+            waits: self.waits.clone(),
+            callbacks: self.callbacks.clone(),
+            running: None,
+        }
+    }
+
     /// Stops it gracefully.
     pub async fn stop(mut self) -> Result<()> {
         match self.running.take() {

@@ -1,0 +1,175 @@
+//! Two instances on one PostgreSQL database receive the same events concurrently for a
+//! thousand waits: exactly one resume per wait, none lost, none twice. Also: instances starting
+//! at once migrate safely, and a timeout racing the last event decides each wait once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use futures_util::StreamExt;
+use rendezvous_grpc_api::v1;
+use rendezvous_tests::{Backend, Engine, TestApp, TestDatabase, seed};
+use serde_json::json;
+
+const WAITS: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_resume_per_wait() -> Result<()> {
+    let db = TestDatabase::create(Backend::Postgres).await?;
+    // Both start (and migrate) at once.
+    let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
+    let (a, b) = (a?, b?);
+    let mut engine_a = Engine::connect(a.waits.clone(), 256).await?;
+    let mut engine_b = Engine::connect(b.waits.clone(), 256).await?;
+    let apps = [a, b];
+
+    let config = seed("01-wait-for-both.json");
+    let registered: Vec<v1::RegisterWaitResponse> = futures_util::stream::iter(0..WAITS)
+        .map(|i| {
+            let mut app = TestApp::clone_clients(&apps[i % 2]);
+            let config = config.clone();
+            async move { app.register(&format!("exec-{i}"), &config).await }
+        })
+        .buffered(32) // in order: registered[i] is exec-i
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+
+    // Every event goes to both instances at once: each is a duplicate on one of them.
+    let deliveries = registered.iter().enumerate().flat_map(|(i, r)| {
+        let exec = format!("exec-{i}");
+        [0usize, 1].into_iter().flat_map(move |instance| {
+            let (exec, correlation) = (exec.clone(), r.correlation_id.clone());
+            [
+                ("api", exec.clone(), correlation.clone(), instance),
+                ("kafka", exec, correlation, instance),
+            ]
+        })
+    });
+    let results: Vec<Result<v1::DeliveryResult>> = futures_util::stream::iter(deliveries)
+        .map(|(source, exec, correlation, instance)| {
+            let mut app = TestApp::clone_clients(&apps[instance]);
+            async move {
+                let d = if source == "api" {
+                    app.api_response(&correlation, &exec, "api-1").await?
+                } else {
+                    app.event(
+                        &correlation,
+                        &exec,
+                        "kafka",
+                        "kafka-1",
+                        json!({"execution_id": exec, "event_type": "action.completed"}),
+                    )
+                    .await?
+                };
+                Ok(d.result())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut counts: HashMap<v1::DeliveryResult, usize> = HashMap::new();
+    for r in results {
+        *counts.entry(r?).or_default() += 1;
+    }
+    ensure!(
+        counts.get(&v1::DeliveryResult::Completed) == Some(&WAITS),
+        "one completing delivery per wait: {counts:?}"
+    );
+    ensure!(
+        counts.get(&v1::DeliveryResult::Duplicate) == Some(&(2 * WAITS)),
+        "every second copy is a duplicate: {counts:?}"
+    );
+
+    // Both engines together see every wait's resume exactly once (each acks what it gets).
+    let mut resume_of: HashMap<String, String> = HashMap::new();
+    let mut deliveries_seen = 0;
+    while resume_of.len() < WAITS {
+        let resume = tokio::select! {
+            r = engine_a.next(Duration::from_secs(20)) => r?,
+            r = engine_b.next(Duration::from_secs(20)) => r?,
+        };
+        deliveries_seen += 1;
+        engine_a.ack(&resume).await?;
+        engine_b.ack(&resume).await?;
+        let previous = resume_of.insert(resume.wait_id.clone(), resume.resume_id.clone());
+        ensure!(
+            previous.is_none_or(|p| p == resume.resume_id),
+            "wait {} decided twice",
+            resume.wait_id
+        );
+        ensure!(resume.outcome() == v1::Outcome::Completed);
+        ensure!(resume.events.len() == 2);
+    }
+    let expected: HashSet<&str> = registered.iter().map(|r| r.wait_id.as_str()).collect();
+    let got: HashSet<&str> = resume_of.keys().map(String::as_str).collect();
+    ensure!(expected == got, "resumes for exactly the registered waits");
+    engine_a.expect_nothing(Duration::from_millis(500)).await?;
+    engine_b.expect_nothing(Duration::from_millis(500)).await?;
+    ensure!(deliveries_seen >= WAITS);
+    let [a, b] = apps;
+    a.stop().await?;
+    b.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_racing_the_last_event_decides_once() -> Result<()> {
+    let db = TestDatabase::create(Backend::Postgres).await?;
+    let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
+    let (mut a, mut b) = (a?, b?);
+    let mut engine = Engine::connect(a.waits.clone(), 256).await?;
+    let mut config = seed("01-wait-for-both.json");
+    config["data"]["timeout"] = json!(1);
+    let mut waits = Vec::new();
+    for i in 0..40 {
+        let r = a.register(&format!("race-{i}"), &config).await?;
+        a.api_response(&r.correlation_id, &format!("race-{i}"), "api")
+            .await?;
+        waits.push(r);
+    }
+    // The last events land around the deadline, on the other instance, while both sweep.
+    tokio::time::sleep(Duration::from_millis(950)).await;
+    for (i, r) in waits.iter().enumerate() {
+        let exec = format!("race-{i}");
+        let _ = b
+            .event(
+                &r.correlation_id,
+                &exec,
+                "kafka",
+                "k",
+                json!({"execution_id": exec, "event_type": "action.completed"}),
+            )
+            .await?;
+    }
+    let mut outcomes: HashMap<String, v1::Outcome> = HashMap::new();
+    while outcomes.len() < waits.len() {
+        let resume = engine.next(Duration::from_secs(10)).await?;
+        engine.ack(&resume).await?;
+        ensure!(
+            outcomes
+                .insert(resume.wait_id.clone(), resume.outcome())
+                .is_none_or(|o| o == resume.outcome())
+        );
+    }
+    for r in &waits {
+        let w = a.get(&r.wait_id).await?;
+        let outcome = outcomes[&r.wait_id];
+        match outcome {
+            v1::Outcome::Completed => {
+                ensure!(w.received.len() == 2 && w.status() == v1::WaitStatus::Completed)
+            }
+            v1::Outcome::TimedOut => {
+                ensure!(w.received.len() == 1 && w.status() == v1::WaitStatus::TimedOut);
+                ensure!(
+                    w.ignored.iter().any(|i| i.kind == "late"),
+                    "the losing event is recorded as late"
+                );
+            }
+            other => anyhow::bail!("unexpected outcome {other:?}"),
+        }
+    }
+    engine.expect_nothing(Duration::from_millis(500)).await?;
+    a.stop().await?;
+    b.stop().await
+}
