@@ -9,88 +9,11 @@ use rendezvous_app::{Application, Command, Config, Running};
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use sea_orm::{ConnectionTrait, Database};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-/// The PostgreSQL server the tests use (the machine's, started by `.ci/run`).
-pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// A fresh SQLite file in a temporary directory.
-    Sqlite,
-    /// A fresh PostgreSQL database, dropped afterwards.
-    Postgres,
-}
-
-/// A fresh, empty database for one test; removed on drop.
-pub struct TestDatabase {
-    /// Its URL.
-    pub url: String,
-    name: Option<String>,
-    dir: Option<std::path::PathBuf>,
-}
-
-impl TestDatabase {
-    /// Creates one.
-    pub async fn create(backend: Backend) -> Result<Self> {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        match backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("rendezvous-test-{unique}"));
-                std::fs::create_dir_all(&dir)?;
-                Ok(Self {
-                    url: format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
-                    name: None,
-                    dir: Some(dir),
-                })
-            }
-            Backend::Postgres => {
-                let name = format!("rendezvous_test_{unique}");
-                let admin = Database::connect(POSTGRES_ADMIN_URL)
-                    .await
-                    .context("connecting to PostgreSQL at 127.0.0.1:5432")?;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await?;
-                admin.close().await?;
-                Ok(Self {
-                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                    name: Some(name),
-                    dir: None,
-                })
-            }
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some(name) = self.name.take() {
-            // Drop from a thread of its own: this may run inside or outside a runtime.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async {
-                    let admin = Database::connect(POSTGRES_ADMIN_URL).await?;
-                    admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await?;
-                    admin.close().await
-                })?;
-                anyhow::Ok(())
-            })
-            .join();
-        }
-    }
-}
+pub use rendezvous_persistence::testing::{Backend, POSTGRES_ADMIN_URL, TestDatabase};
 
 /// Test settings: fast sweeps, short ack timeouts, quiet logs.
 pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Config> {

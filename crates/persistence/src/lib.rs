@@ -9,13 +9,16 @@ mod entities;
 mod rows;
 mod signal;
 mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::time::Duration;
 
 pub use rendezvous_migrations::{Migrator, MigratorTrait};
 use rendezvous_ports::StoreError;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
 };
 pub use signal::{SqlResumeSignal, SqlResumeWaiter};
 pub use store::{SqlStore, SqlTx};
@@ -129,10 +132,11 @@ fn sqlx_sqlite_journal() -> sqlx::sqlite::SqliteJournalMode {
     sqlx::sqlite::SqliteJournalMode::Wal
 }
 
-/// Applies pending migrations. On PostgreSQL, inside one transaction holding an advisory lock,
-/// so instances starting at once apply them once, one after the other.
+/// Applies pending migrations inside one transaction that first takes a database-wide lock
+/// (an advisory lock on PostgreSQL, the write lock on SQLite), so instances starting at once
+/// apply them once, one after the other.
 pub async fn migrate(conn: &DatabaseConnection) -> Result<(), StoreError> {
-    if conn.get_database_backend() == DbBackend::Postgres {
+    let tx = if conn.get_database_backend() == DbBackend::Postgres {
         let tx = conn.begin().await.map_err(db_err)?;
         tx.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -141,11 +145,17 @@ pub async fn migrate(conn: &DatabaseConnection) -> Result<(), StoreError> {
         ))
         .await
         .map_err(db_err)?;
-        Migrator::up(&tx, None).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        tx
     } else {
-        Migrator::up(conn, None).await.map_err(db_err)
-    }
+        conn.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await
+        .map_err(db_err)?
+    };
+    Migrator::up(&tx, None).await.map_err(db_err)?;
+    tx.commit().await.map_err(db_err)
 }
 
 /// A database URL without its password, for messages.

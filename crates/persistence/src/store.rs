@@ -15,7 +15,7 @@ use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionTrait, Value,
+    QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 use crate::entities::{early_events, processed_events, resume_outbox, waits};
@@ -55,8 +55,19 @@ impl Store for SqlStore {
     type Tx = SqlTx;
 
     async fn begin(&self) -> Result<SqlTx, StoreError> {
+        // SQLite: take the write lock at BEGIN, so a transaction never fails half-way when
+        // it upgrades from reading to writing.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
         Ok(SqlTx {
-            tx: self.conn.begin().await.map_err(db_err)?,
+            tx: self
+                .conn
+                .begin_with_options(options)
+                .await
+                .map_err(db_err)?,
             signal: self.signal.clone(),
             wrote_resume: false,
         })

@@ -1,0 +1,408 @@
+//! The store conformance suite: the same assertions about the store port, run on SQLite and on
+//! PostgreSQL (one macro, two backends).
+
+use std::time::Duration;
+
+use rendezvous_domain::{
+    Channel, CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId,
+    Timestamp, WaitId, WaitKey, WaitSpec, WaitState, WaitStatus,
+};
+use rendezvous_persistence::testing::{Backend, TestDatabase};
+use rendezvous_persistence::{Database, DatabaseConfig, SqlStore};
+use rendezvous_ports::{ResumeRecord, Store, StoreError, StoreTx, StoredWait, WaitQuery};
+use serde_json::json;
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0.as_millis() + ms)
+}
+
+async fn open(backend: Backend) -> (TestDatabase, Database, SqlStore) {
+    let db = TestDatabase::create(backend).await.unwrap();
+    let database = Database::connect(&DatabaseConfig::new(&db.url))
+        .await
+        .unwrap();
+    let store = database.store();
+    (db, database, store)
+}
+
+fn wait(n: u128, correlation: &str, created: Timestamp) -> StoredWait {
+    let spec = WaitSpec::from_node_config(&json!({"type": "wait_events", "data": {
+        "apiCall": {"url": "https://x.example/a"}, "kafkaEvent": {"topic": "t"}, "timeout": 60
+    }}))
+    .unwrap();
+    let key = WaitKey {
+        id: WaitId::from_uuid(uuid::Uuid::from_u128(n)),
+        tenant: TenantId::default_tenant(),
+        correlation_id: CorrelationId::parse(correlation).unwrap(),
+        execution_id: ExecutionId::parse(format!("exec-{n}")).unwrap(),
+        node_id: NodeId::parse("node").unwrap(),
+    };
+    StoredWait {
+        state: WaitState::register(key, spec, created),
+        version: 1,
+        idempotency_key: String::new(),
+        workflow_id: Some("wf".into()),
+        updated_at: created,
+    }
+}
+
+fn event(key: &str) -> IncomingEvent {
+    IncomingEvent {
+        key: EventKey::parse(key).unwrap(),
+        channel: Channel::Source(SourceName::api()),
+        execution_id: Some(ExecutionId::parse("exec-1").unwrap()),
+        payload: json!({"status": 200}),
+        received_at: T0,
+    }
+}
+
+async fn insert(store: &SqlStore, w: &StoredWait) {
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_wait(w).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn resume_of(w: &StoredWait, n: u128) -> ResumeRecord {
+    let mut state = w.state.clone();
+    state.cancel(None, at(n as i64)).unwrap();
+    ResumeRecord::of(&state, uuid::Uuid::from_u128(1000 + n)).unwrap()
+}
+
+async fn waits_round_trip_and_update_by_compare_and_set(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    let w = wait(1, "c1", T0);
+    insert(&store, &w).await;
+    assert_eq!(
+        store.get_wait(w.state.key.id).await.unwrap(),
+        Some(w.clone())
+    );
+    let found = store
+        .find_wait(
+            &TenantId::default_tenant(),
+            &CorrelationId::parse("c1").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, Some(w.clone()));
+
+    let mut changed = w.clone();
+    changed.state.apply(event("e1"), at(1));
+    changed.version = 2;
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.update_wait(&changed, 1).await.unwrap());
+    tx.commit().await.unwrap();
+    // A writer that loaded version 1 loses.
+    let mut stale = w.clone();
+    stale.version = 2;
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.update_wait(&stale, 1).await.unwrap());
+    drop(tx);
+    let stored = store.get_wait(w.state.key.id).await.unwrap().unwrap();
+    assert_eq!(stored, changed);
+    assert_eq!(stored.state.status(), WaitStatus::WaitingForKafka);
+    database.close().await;
+}
+
+async fn uniqueness_rules_are_conflicts(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    insert(&store, &wait(1, "same", T0)).await;
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.insert_wait(&wait(2, "same", T0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    drop(tx);
+    let mut twin = wait(3, "other", T0);
+    twin.state.key.execution_id = ExecutionId::parse("exec-1").unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        matches!(
+            tx.insert_wait(&twin).await.unwrap_err(),
+            StoreError::Conflict(_)
+        ),
+        "same execution, node and key"
+    );
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    let found = tx
+        .find_by_idempotency(
+            &TenantId::default_tenant(),
+            &ExecutionId::parse("exec-1").unwrap(),
+            &NodeId::parse("node").unwrap(),
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.unwrap().state.key.id,
+        WaitId::from_uuid(uuid::Uuid::from_u128(1))
+    );
+    let id = WaitId::from_uuid(uuid::Uuid::from_u128(1));
+    assert!(
+        tx.record_processed(id, &EventKey::parse("k").unwrap(), &SourceName::api(), T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.record_processed(id, &EventKey::parse("k").unwrap(), &SourceName::api(), T0)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    database.close().await;
+}
+
+async fn early_events_are_buffered_applied_and_expired(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    let tenant = TenantId::default_tenant();
+    let c = CorrelationId::parse("early").unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_correlation(&tenant, &c).await.unwrap();
+    assert!(
+        tx.buffer_event(&tenant, &c, &event("e1"), at(1000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.buffer_event(&tenant, &c, &event("e1"), at(1000))
+            .await
+            .unwrap(),
+        "a redelivery is not buffered twice"
+    );
+    assert!(
+        tx.buffer_event(&tenant, &c, &event("e2"), at(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        tx.buffer_event(
+            &tenant,
+            &CorrelationId::parse("other").unwrap(),
+            &event("e3"),
+            at(1000)
+        )
+        .await
+        .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let pending = tx.pending_buffered(&tenant, &c, at(5)).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|b| b.event.key.as_str())
+            .collect::<Vec<_>>(),
+        ["e1", "e2"]
+    );
+    assert_eq!(pending[0].event, event("e1"));
+    let pending = tx.pending_buffered(&tenant, &c, at(10)).await.unwrap();
+    assert_eq!(pending.len(), 1, "past their TTL, events are not applied");
+    tx.mark_buffered_applied(
+        &[pending[0].id],
+        WaitId::from_uuid(uuid::Uuid::from_u128(1)),
+        at(10),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.expire_buffered(at(20)).await.unwrap(),
+        1,
+        "e2 expired; e1 applied; e3 still pending"
+    );
+    assert_eq!(store.expire_buffered(at(20)).await.unwrap(), 0);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.pending_buffered(&tenant, &c, at(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(tx);
+    database.close().await;
+}
+
+async fn resumes_are_leased_acked_and_released(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    let mut resumes = Vec::new();
+    for n in 1..=3 {
+        let w = wait(n, &format!("r{n}"), T0);
+        insert(&store, &w).await;
+        let r = resume_of(&w, n);
+        let mut tx = store.begin().await.unwrap();
+        assert!(tx.insert_resume(&r).await.unwrap());
+        let mut again = r.clone();
+        again.resume_id = uuid::Uuid::from_u128(9999);
+        assert!(
+            !tx.insert_resume(&again).await.unwrap(),
+            "one resume per wait"
+        );
+        tx.commit().await.unwrap();
+        resumes.push(r);
+    }
+    let lease = Duration::from_secs(30);
+    let a = store
+        .claim_resumes("a", None, at(100), lease, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.iter().map(|r| r.resume_id).collect::<Vec<_>>(),
+        [resumes[0].resume_id, resumes[1].resume_id],
+        "oldest first"
+    );
+    assert_eq!(a[0].attempts, 1);
+    assert_eq!(a[0].events, resumes[0].events);
+    let b = store
+        .claim_resumes("b", None, at(100), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1, "leased resumes are not handed out twice");
+    assert!(
+        store
+            .claim_resumes("b", None, at(100), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.ack_resume(a[0].resume_id, at(101)).await.unwrap());
+    assert!(!store.ack_resume(a[0].resume_id, at(101)).await.unwrap());
+    // The lease runs out: the unacked one comes back, with its attempt counted.
+    let later = store
+        .claim_resumes("b", None, at(100 + 30_000), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        later
+            .iter()
+            .map(|r| (r.resume_id, r.attempts))
+            .collect::<Vec<_>>(),
+        [(resumes[1].resume_id, 2), (resumes[2].resume_id, 2)]
+    );
+    // A stream that ends frees its leases at once.
+    assert_eq!(store.release_resumes("b").await.unwrap(), 2);
+    let tenant = TenantId::parse("someone-else").unwrap();
+    assert!(
+        store
+            .claim_resumes("c", Some(&tenant), at(100 + 30_001), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "filtered by tenant"
+    );
+    assert_eq!(
+        store
+            .claim_resumes("c", None, at(100 + 30_001), lease, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    database.close().await;
+}
+
+async fn due_waits_are_claimed(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    for n in 1..=3 {
+        insert(&store, &wait(n, &format!("d{n}"), at(n as i64 * 1000))).await;
+    }
+    let mut decided = wait(4, "d4", T0);
+    decided.state.cancel(None, T0).unwrap();
+    insert(&store, &decided).await;
+    // Deadlines are created + 60 s.
+    let mut tx = store.begin().await.unwrap();
+    let due = tx.claim_due_waits(at(62_000), 10).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|w| w.state.key.correlation_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d1", "d2"]
+    );
+    if backend == Backend::Postgres {
+        // Another instance's sweeper skips what this one holds.
+        let mut other = store.begin().await.unwrap();
+        let theirs = other.claim_due_waits(at(62_000), 10).await.unwrap();
+        assert!(theirs.is_empty(), "locked rows are skipped: {theirs:?}");
+        drop(other);
+    }
+    tx.commit().await.unwrap();
+    database.close().await;
+}
+
+async fn waits_are_listed_newest_first_in_pages(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    for n in 1..=5 {
+        insert(&store, &wait(n, &format!("l{n}"), at(n as i64))).await;
+    }
+    let mut query = WaitQuery {
+        limit: 2,
+        ..WaitQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_waits(&query).await.unwrap();
+        seen.extend(
+            page.items
+                .iter()
+                .map(|w| w.state.key.correlation_id.to_string()),
+        );
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["l5", "l4", "l3", "l2", "l1"]);
+    let filtered = store
+        .list_waits(&WaitQuery {
+            execution_id: Some(ExecutionId::parse("exec-3").unwrap()),
+            statuses: vec![WaitStatus::WaitingForEvents],
+            created_before: Some(at(4)),
+            limit: 10,
+            ..WaitQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.items.len(), 1);
+    assert!(filtered.next.is_none());
+    database.close().await;
+}
+
+async fn migrations_are_idempotent(backend: Backend) {
+    let db = TestDatabase::create(backend).await.unwrap();
+    let config = DatabaseConfig::new(&db.url);
+    let (a, b) = tokio::join!(Database::connect(&config), Database::connect(&config));
+    a.unwrap().close().await;
+    b.unwrap().close().await;
+    Database::connect(&config).await.unwrap().close().await;
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    waits_round_trip_and_update_by_compare_and_set,
+    uniqueness_rules_are_conflicts,
+    early_events_are_buffered_applied_and_expired,
+    resumes_are_leased_acked_and_released,
+    due_waits_are_claimed,
+    waits_are_listed_newest_first_in_pages,
+    migrations_are_idempotent,
+);
