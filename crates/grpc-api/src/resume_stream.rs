@@ -178,26 +178,44 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                 continue;
             }
             tokio::select! {
-                ack = self.acks.recv() => match ack {
-                    Some(v1::ResumeStreamRequest { message: Some(v1::resume_stream_request::Message::Ack(ack)) }) => {
-                        in_flight.remove(&ack.resume_id);
-                        if let Err(e) = self.service.ack_resume(&ack.resume_id).await {
-                            tracing::warn!(owner = %self.owner, resume_id = %ack.resume_id, error = %e, "ack failed");
-                            if matches!(e, ServiceError::Invalid { .. }) {
-                                let _ = self.out.send(Err(to_status(e))).await;
-                                break 'stream;
+                first = self.acks.recv() => {
+                    // Take every ack already waiting and write them in one statement.
+                    let mut batch = Vec::new();
+                    let mut next = first;
+                    let end = loop {
+                        match next {
+                            Some(v1::ResumeStreamRequest { message: Some(v1::resume_stream_request::Message::Ack(ack)) }) => {
+                                in_flight.remove(&ack.resume_id);
+                                batch.push(ack.resume_id);
                             }
+                            Some(_) => break Some("only Ack messages may follow Subscribe"),
+                            None => break Some(""),
+                        }
+                        match self.acks.try_recv() {
+                            Ok(message) => next = Some(message),
+                            Err(mpsc::error::TryRecvError::Empty) => break None,
+                            Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+                        }
+                    };
+                    if let Err(e) = self.service.ack_resumes(&batch).await {
+                        tracing::warn!(owner = %self.owner, acks = batch.len(), error = %e, "ack failed");
+                        if matches!(e, ServiceError::Invalid { .. }) {
+                            let _ = self.out.send(Err(to_status(e))).await;
+                            break 'stream;
                         }
                     }
-                    Some(_) => {
-                        let _ = self.out.send(Err(to_status(ServiceError::Invalid {
-                            field: "message".into(),
-                            reason: "only Ack messages may follow Subscribe".into(),
-                        }))).await;
-                        break 'stream;
+                    match end {
+                        None => {}
+                        Some("") => break 'stream,
+                        Some(reason) => {
+                            let _ = self.out.send(Err(to_status(ServiceError::Invalid {
+                                field: "message".into(),
+                                reason: reason.into(),
+                            }))).await;
+                            break 'stream;
+                        }
                     }
-                    None => break 'stream,
-                },
+                }
                 () = waiter.wait(self.config.poll_interval) => {}
                 () = self.out.closed() => break 'stream,
                 Ok(()) = self.shutdown.changed() => {}

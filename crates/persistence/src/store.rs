@@ -198,15 +198,22 @@ impl Store for SqlStore {
         claimed.into_iter().map(resume_from_row).collect()
     }
 
-    async fn ack_resume(&self, resume_id: uuid::Uuid, now: Timestamp) -> Result<bool, StoreError> {
+    async fn ack_resumes(
+        &self,
+        resume_ids: &[uuid::Uuid],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        if resume_ids.is_empty() {
+            return Ok(0);
+        }
         let result = resume_outbox::Entity::update_many()
             .col_expr(resume_outbox::Column::AckedAt, Expr::value(now.as_millis()))
-            .filter(resume_outbox::Column::ResumeId.eq(resume_id))
+            .filter(resume_outbox::Column::ResumeId.is_in(resume_ids.iter().copied()))
             .filter(resume_outbox::Column::AckedAt.is_null())
             .exec(&self.conn)
             .await
             .map_err(db_err)?;
-        Ok(result.rows_affected == 1)
+        Ok(result.rows_affected)
     }
 
     async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError> {

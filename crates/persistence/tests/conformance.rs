@@ -265,8 +265,18 @@ async fn resumes_are_leased_acked_and_released(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    assert!(store.ack_resume(a[0].resume_id, at(101)).await.unwrap());
-    assert!(!store.ack_resume(a[0].resume_id, at(101)).await.unwrap());
+    assert_eq!(
+        store.ack_resumes(&[a[0].resume_id], at(101)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .ack_resumes(&[a[0].resume_id, uuid::Uuid::from_u128(5)], at(101))
+            .await
+            .unwrap(),
+        0,
+        "acks are idempotent"
+    );
     // The lease runs out: the unacked one comes back, with its attempt counted.
     let later = store
         .claim_resumes("b", None, at(100 + 30_000), lease, 10)

@@ -114,8 +114,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, StoreError>;
 
-    /// Acknowledges a resume: it is never delivered again. Returns whether it was unacknowledged.
-    async fn ack_resume(&self, resume_id: uuid::Uuid, now: Timestamp) -> Result<bool, StoreError>;
+    /// Acknowledges resumes (one statement for many): they are never delivered again. Returns
+    /// how many were still unacknowledged.
+    async fn ack_resumes(
+        &self,
+        resume_ids: &[uuid::Uuid],
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
 
     /// Frees the leases `owner` holds on unacknowledged resumes (its stream ended), so they are
     /// delivered again at once.

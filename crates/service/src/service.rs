@@ -562,11 +562,16 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             .await?)
     }
 
-    /// Acknowledges a resume. Returns whether it was still unacknowledged.
-    pub async fn ack_resume(&self, resume_id: &str) -> Result<bool, ServiceError> {
-        let id = uuid::Uuid::parse_str(resume_id)
-            .map_err(|e| ServiceError::invalid("ack.resume_id", e))?;
-        Ok(self.store.ack_resume(id, self.clock.now()).await?)
+    /// Acknowledges resumes in one write. Returns how many were still unacknowledged.
+    pub async fn ack_resumes(&self, resume_ids: &[String]) -> Result<u64, ServiceError> {
+        let ids = resume_ids
+            .iter()
+            .map(|raw| {
+                uuid::Uuid::parse_str(raw)
+                    .map_err(|e| ServiceError::invalid("ack.resume_id", format!("{raw:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.ack_resumes(&ids, self.clock.now()).await?)
     }
 
     /// Frees the leases a finished stream held, so its unacknowledged resumes go out again.
