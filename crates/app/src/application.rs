@@ -176,6 +176,7 @@ impl Application {
         let grace = Config::ms(config.server.shutdown_grace_ms);
         let mut stopped_for_grace = stopped.clone();
         let server = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::request_span)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api.wait_service())

@@ -96,6 +96,8 @@ pub struct TelemetrySection {
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `rendezvous=debug,info`. `RUST_LOG` wins when set.
     pub log_level: String,
+    /// OTLP/gRPC collector for trace export, e.g. `http://127.0.0.1:4317`. Empty: off.
+    pub otlp_endpoint: String,
 }
 
 /// The built-in defaults, as a TOML document (also the reference for `deploy/rendezvous.toml`).
@@ -130,6 +132,7 @@ batch = 256
 [telemetry]
 log_format = "human"
 log_level = "info"
+otlp_endpoint = ""
 "#;
 
 const USAGE: &str = "usage: rendezvous [--config FILE] [--listen ADDR] [--database-url URL] [--data-dir DIR] [--log-format human|json]
@@ -225,6 +228,10 @@ impl Config {
                 "telemetry.log_format: expected \"human\" or \"json\", found {:?}",
                 self.telemetry.log_format
             ));
+        }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
+            problems.push(format!("telemetry.otlp_endpoint: expected http://host:port or https://host:port, found {otlp:?}"));
         }
         let url = &self.database.url;
         if !(url.is_empty()
@@ -342,6 +349,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.database_url(), "postgres://u:secret@h/db");
+    }
+
+    #[test]
+    fn the_documented_example_file_is_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rendezvous.toml");
+        assert_eq!(
+            run(&["--config", example], &[]).unwrap(),
+            run(&[], &[]).unwrap()
+        );
     }
 
     #[test]

@@ -17,10 +17,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(&config.telemetry) {
-        eprintln!("rendezvous: {e:#}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,6 +25,15 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("rendezvous: starting the runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the OTLP exporter needs it, also when it flushes on the way out.
+    let _runtime = runtime.enter();
+    let _telemetry = match telemetry::init(&config.telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("rendezvous: {e:#}");
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async {

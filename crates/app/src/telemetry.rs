@@ -1,22 +1,93 @@
-//! Logs: `tracing` to stderr, human-readable by default or JSON, filtered by `RUST_LOG` or the
-//! configured level. Only the app installs a subscriber.
+//! Telemetry: `tracing` logs to stderr (human-readable or JSON), and, when an OTLP endpoint is
+//! configured, trace export over OTLP/gRPC with W3C trace context taken from incoming gRPC
+//! metadata (`traceparent`). Only the app installs a subscriber.
 
-use anyhow::Result;
-use tracing_subscriber::EnvFilter;
+use anyhow::{Context, Result};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::TelemetrySection;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(config: &TelemetrySection) -> Result<()> {
+/// Keeps the trace exporter alive; dropping it flushes pending spans.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("rendezvous: flushing traces: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, inside the tokio runtime (the OTLP exporter
+/// needs it).
+pub fn init(config: &TelemetrySection) -> Result<TelemetryGuard> {
     let filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if config.log_format == "json" {
-        builder.json().flatten_event(true).try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if config.log_format == "json" {
+        fmt.json().flatten_event(true).boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
-    result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+    let (otel, provider) = if config.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .build()
+            .context("building the OTLP exporter")?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("rendezvous")
+                    .build(),
+            )
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("rendezvous"));
+        (Some(layer), Some(provider))
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .context("installing the log subscriber")?;
+    Ok(TelemetryGuard { provider })
+}
+
+struct HeaderExtractor<'a>(&'a tonic::codegen::http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The span of one incoming gRPC request, continuing the caller's W3C trace context
+/// (`traceparent` / `tracestate` metadata) when it sends one.
+pub fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let span = tracing::info_span!("grpc.request", otel.name = %path.trim_start_matches('/'), rpc.system = "grpc");
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let _ = span.set_parent(parent);
+    span
 }

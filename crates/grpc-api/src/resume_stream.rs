@@ -82,7 +82,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
     let (out, rx) = mpsc::channel(max_in_flight as usize);
     let (acks_tx, acks) = mpsc::channel(max_in_flight as usize);
     // Read acks on their own task: the delivery loop then only selects on channels.
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         while let Ok(Some(message)) = inbound.message().await {
             if acks_tx.send(message).await.is_err() {
                 break;
@@ -102,6 +102,9 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             shutdown,
         };
         feed.run().await;
+        // Dropping the request half resets the stream, so a client that keeps its side open
+        // cannot hold up a graceful shutdown.
+        reader.abort();
     });
     Ok(ReceiverStream::new(rx))
 }
