@@ -1,5 +1,14 @@
-//! The Kafka ingress of Rendezvous: an rdkafka consumer group that reads the topics named by
-//! registered waits, extracts correlation and execution ids, and hands each event to the
-//! service's ingest use case, committing offsets only after the event's effect is durable.
+//! The Kafka ingress of Rendezvous: an rdkafka consumer group that reads the topics of
+//! registered waits, finds each event's correlation id, execution id and identity, and hands it
+//! to the service's ingest use case. Offsets are stored only after the event's effect is
+//! durable; what cannot be processed is quarantined with a reason so a partition never stalls.
 //!
 //! The only crate allowed to depend on rdkafka.
+
+mod embedded;
+mod extract;
+mod ingress;
+
+pub use embedded::EmbeddedKafka;
+pub use extract::{Extracted, Naming, Record, TopicIndex, extract};
+pub use ingress::{IngressConfig, IngressError, IngressStats, KafkaIngress};

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rendezvous_domain::{
-    CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId, Timestamp,
-    WaitId,
+    CorrelationId, EventKey, ExecutionId, FieldPath, IncomingEvent, NodeId, SourceName, TenantId,
+    Timestamp, WaitId,
 };
 use rendezvous_ports::{
-    BufferedEvent, Page, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
-    WaitQuery,
+    BufferedEvent, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx,
+    StoredWait, TopicFields, WaitQuery,
 };
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
@@ -18,7 +18,9 @@ use sea_orm::{
     QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
-use crate::entities::{early_events, processed_events, resume_outbox, waits};
+use crate::entities::{
+    early_events, kafka_topics, processed_events, quarantined_events, resume_outbox, waits,
+};
 use crate::rows::{db_err, json, progress_json, resume_from_row, wait_from_row, wait_to_row};
 use crate::signal::SqlResumeSignal;
 
@@ -137,18 +139,104 @@ impl Store for SqlStore {
     }
 
     async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let tx = self.conn.begin().await.map_err(db_err)?;
+        let expired = early_events::Entity::find()
+            .filter(early_events::Column::Status.eq("pending"))
+            .filter(early_events::Column::ExpiresAt.lte(now.as_millis()))
+            .order_by_asc(early_events::Column::Id)
+            .limit(1000)
+            .all(&tx)
+            .await
+            .map_err(db_err)?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let rows = expired.iter().map(|e| quarantined_events::ActiveModel {
+            origin: Set("buffer".to_owned()),
+            event_key: Set(Some(e.event_key.clone())),
+            correlation_id: Set(Some(e.correlation_id.clone())),
+            payload: Set(e.event.clone()),
+            reason: Set(format!(
+                "no wait registered for correlation id {} within the buffer TTL (received at {} ms, expired at {} ms)",
+                e.correlation_id, e.received_at, e.expires_at
+            )),
+            quarantined_at: Set(now.as_millis()),
+            ..Default::default()
+        });
+        quarantined_events::Entity::insert_many(rows)
+            .exec_without_returning(&tx)
+            .await
+            .map_err(db_err)?;
         let result = early_events::Entity::update_many()
             .col_expr(early_events::Column::Status, Expr::value("expired"))
             .col_expr(
                 early_events::Column::ResolvedAt,
                 Expr::value(now.as_millis()),
             )
-            .filter(early_events::Column::Status.eq("pending"))
-            .filter(early_events::Column::ExpiresAt.lte(now.as_millis()))
-            .exec(&self.conn)
+            .filter(early_events::Column::Id.is_in(expired.iter().map(|e| e.id)))
+            .exec(&tx)
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(result.rows_affected)
+    }
+
+    async fn kafka_topics(&self) -> Result<Vec<TopicFields>, StoreError> {
+        let rows = kafka_topics::Entity::find()
+            .order_by_asc(kafka_topics::Column::Topic)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter()
+            .map(|row| {
+                let path = |raw: String| {
+                    FieldPath::parse(raw).map_err(|e| {
+                        StoreError::Other(format!("corrupt field path in kafka_topics: {e}"))
+                    })
+                };
+                Ok(TopicFields {
+                    correlation_field: path(row.correlation_field)?,
+                    execution_field: path(row.execution_field)?,
+                    topic: row.topic,
+                })
+            })
+            .collect()
+    }
+
+    async fn quarantine(&self, event: &Quarantined) -> Result<(), StoreError> {
+        quarantined_events::Entity::insert(quarantined_events::ActiveModel {
+            origin: Set(event.origin.clone()),
+            event_key: Set(event.event_key.clone()),
+            correlation_id: Set(event.correlation_id.clone()),
+            payload: Set(event.payload.clone()),
+            reason: Set(event.reason.clone()),
+            quarantined_at: Set(event.at.as_millis()),
+            ..Default::default()
+        })
+        .exec_without_returning(&self.conn)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+        let rows = quarantined_events::Entity::find()
+            .order_by_desc(quarantined_events::Column::Id)
+            .limit(u64::from(limit))
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Quarantined {
+                origin: row.origin,
+                event_key: row.event_key,
+                correlation_id: row.correlation_id,
+                payload: row.payload,
+                reason: row.reason,
+                at: Timestamp::from_millis(row.quarantined_at),
+            })
+            .collect())
     }
 
     async fn claim_resumes(
@@ -486,6 +574,32 @@ impl StoreTx for SqlTx {
             .await
             .map_err(db_err)?;
         Ok(inserted == 1)
+    }
+
+    async fn remember_topic(
+        &mut self,
+        topic: &TopicFields,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        kafka_topics::Entity::insert(kafka_topics::ActiveModel {
+            topic: Set(topic.topic.clone()),
+            correlation_field: Set(topic.correlation_field.to_string()),
+            execution_field: Set(topic.execution_field.to_string()),
+            first_seen_at: Set(now.as_millis()),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                kafka_topics::Column::Topic,
+                kafka_topics::Column::CorrelationField,
+                kafka_topics::Column::ExecutionField,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn insert_resume(&mut self, resume: &ResumeRecord) -> Result<bool, StoreError> {

@@ -12,8 +12,8 @@ mod store;
 pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
 pub use store::{
-    BufferedEvent, Page, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx, StoredWait,
-    WaitQuery,
+    BufferedEvent, Page, Quarantined, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx,
+    StoredWait, TopicFields, WaitQuery,
 };
 
 #[cfg(feature = "test-util")]

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rendezvous_domain::{
-    CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId, Timestamp,
-    WaitId, WaitState, WaitStatus,
+    CorrelationId, EventKey, ExecutionId, FieldPath, IncomingEvent, NodeId, SourceName, TenantId,
+    Timestamp, WaitId, WaitState, WaitStatus,
 };
 
 use crate::resume::ResumeRecord;
@@ -49,6 +49,35 @@ pub struct BufferedEvent {
     pub event: IncomingEvent,
     /// When it stops being applied to a newly registered wait.
     pub expires_at: Timestamp,
+}
+
+/// A Kafka topic some wait listens on, with the fields that carry its ids.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicFields {
+    /// The topic.
+    pub topic: String,
+    /// Where events on it carry the correlation id (a header of that name too).
+    pub correlation_field: FieldPath,
+    /// Where events on it carry the execution id (a header of that name too).
+    pub execution_field: FieldPath,
+}
+
+/// An event set aside with a reason, so that it neither stalls a consumer nor vanishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where it came from: `kafka:<topic>/<partition>/<offset>`, or `buffer` for early events
+    /// nobody claimed within the TTL.
+    pub origin: String,
+    /// Its identity, when it had one.
+    pub event_key: Option<String>,
+    /// Its correlation id, when one was found.
+    pub correlation_id: Option<String>,
+    /// Its body as received (lossy UTF-8 for binary values).
+    pub payload: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// Filters of `ListWaits`.
@@ -99,8 +128,18 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Waits matching a query, newest first.
     async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError>;
 
-    /// Marks buffered events whose TTL passed as expired (kept, not deleted). Returns how many.
+    /// Marks buffered events whose TTL passed as expired (kept, not deleted) and quarantines
+    /// them with the reason. Returns how many.
     async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Every topic registered waits listen on, with its id fields.
+    async fn kafka_topics(&self) -> Result<Vec<TopicFields>, StoreError>;
+
+    /// Sets an event aside with its reason.
+    async fn quarantine(&self, event: &Quarantined) -> Result<(), StoreError>;
+
+    /// The most recently quarantined events, newest first.
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
 
     /// Leases up to `limit` unacknowledged resumes whose lease is free or ran out to `owner`
     /// until `now + lease`, oldest first, counting the attempt. Competing owners never get the
@@ -207,6 +246,13 @@ pub trait StoreTx: Send {
         event: &IncomingEvent,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// Records that waits listen on a topic with these id fields (idempotent).
+    async fn remember_topic(
+        &mut self,
+        topic: &TopicFields,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Writes a resume to the outbox (one per wait) and wakes resume streams on every instance
     /// once committed. Returns false if the wait already has one.

@@ -1,17 +1,20 @@
 //! The use cases over the ports: register, deliver (ingest), expire, cancel, inspect, and the
 //! resume feed's claim/ack/release.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rendezvous_domain::{
     Channel, CorrelationId, EventKey, ExecutionId, IgnoreReason, IncomingEvent, NodeId, Outcome,
-    SourceName, TenantId, Timestamp, Verdict, WaitId, WaitKey, WaitSpec, WaitState,
+    SourceKind, SourceName, TenantId, Timestamp, Verdict, WaitId, WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_ports::{
-    Clock, Page, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait, WaitQuery,
+    Clock, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
+    TopicFields, WaitQuery,
 };
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::error::ServiceError;
 
@@ -131,6 +134,11 @@ pub struct WaitService<S, G, C> {
     signal: G,
     clock: C,
     config: ServiceConfig,
+    /// Topic/field combinations already recorded in the store (so registration writes them
+    /// once per instance, not once per wait).
+    known_topics: Arc<Mutex<HashSet<TopicFields>>>,
+    /// Wakes the Kafka ingress when a wait introduced a topic.
+    topics_changed: Arc<Notify>,
 }
 
 fn tenant(raw: &str) -> Result<TenantId, ServiceError> {
@@ -166,7 +174,31 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             signal,
             clock,
             config,
+            known_topics: Arc::default(),
+            topics_changed: Arc::default(),
         }
+    }
+
+    /// Notified when a registration introduced a Kafka topic (or id fields) this instance had
+    /// not seen; the ingress then refreshes its subscription at once.
+    pub fn topics_changed(&self) -> &Notify {
+        &self.topics_changed
+    }
+
+    /// Every topic registered waits listen on, with its id fields.
+    pub async fn kafka_topics(&self) -> Result<Vec<TopicFields>, ServiceError> {
+        Ok(self.store.kafka_topics().await?)
+    }
+
+    /// Sets an event aside with a reason (poison, missing ids, mismatch).
+    pub async fn quarantine(&self, event: Quarantined) -> Result<(), ServiceError> {
+        tracing::warn!(origin = %event.origin, event_key = ?event.event_key, correlation_id = ?event.correlation_id, reason = %event.reason, "event quarantined");
+        Ok(self.store.quarantine(&event).await?)
+    }
+
+    /// The most recently quarantined events, newest first.
+    pub async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, ServiceError> {
+        Ok(self.store.quarantined(limit).await?)
     }
 
     /// The resume signal (for resume streams).
@@ -284,6 +316,19 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 tx.record_processed(wait.state.key.id, event_key, source, now)
                     .await?;
             }
+            let new_topics: Vec<TopicFields> = {
+                let known = self
+                    .known_topics
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                topic_fields(&spec)
+                    .into_iter()
+                    .filter(|t| !known.contains(t))
+                    .collect()
+            };
+            for topic in &new_topics {
+                tx.remember_topic(topic, now).await?;
+            }
             let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
             tx.mark_buffered_applied(&ids, wait.state.key.id, now)
                 .await?;
@@ -291,6 +336,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 tx.insert_resume(&resume).await?;
             }
             tx.commit().await?;
+            if !new_topics.is_empty() {
+                self.known_topics
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(new_topics);
+                self.topics_changed.notify_waiters();
+            }
             tracing::info!(
                 wait_id = %wait.state.key.id,
                 correlation_id = %correlation_id,
@@ -578,6 +630,21 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     pub async fn release_resumes(&self, owner: &str) -> Result<u64, ServiceError> {
         Ok(self.store.release_resumes(owner).await?)
     }
+}
+
+/// The Kafka topics of a spec with their id fields.
+fn topic_fields(spec: &WaitSpec) -> Vec<TopicFields> {
+    spec.sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SourceKind::Kafka(k) => Some(TopicFields {
+                topic: k.topic.clone(),
+                correlation_field: k.correlation_id_field.clone(),
+                execution_field: k.execution_id_field.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Parses a source name given by a caller.

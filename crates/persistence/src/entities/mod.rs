@@ -1,6 +1,8 @@
-//! SeaORM entities of the four tables (see `migrations/`). Only this crate sees them.
+//! SeaORM entities of the tables (see `migrations/`). Only this crate sees them.
 
 pub(crate) mod early_events;
+pub(crate) mod kafka_topics;
 pub(crate) mod processed_events;
+pub(crate) mod quarantined_events;
 pub(crate) mod resume_outbox;
 pub(crate) mod waits;
