@@ -470,11 +470,39 @@ async fn register_is_idempotent(backend: Backend) -> Result<()> {
         .waits
         .register_wait(v1::RegisterWaitRequest {
             node_config_json: seed("02-wait-for-any.json").to_string(),
-            ..request
+            ..request.clone()
         })
         .await
         .unwrap_err();
     assert_eq!(changed.code(), Code::AlreadyExists);
+    // A retry that asks for another correlation id than the wait has is refused, not answered
+    // with a wait whose correlation id the caller does not know.
+    let chosen = v1::RegisterWaitRequest {
+        correlation_id: "mine-1".into(),
+        idempotency_key: "attempt-3".into(),
+        ..request.clone()
+    };
+    app.waits.register_wait(chosen.clone()).await?;
+    let other = app
+        .waits
+        .register_wait(v1::RegisterWaitRequest {
+            correlation_id: "mine-2".into(),
+            ..chosen
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists);
+    assert!(other.message().contains("mine-1"), "{}", other.message());
+    // Tenants do not see each other's waits by id.
+    let foreign = app
+        .waits
+        .get_wait(v1::GetWaitRequest {
+            key: Some(v1::get_wait_request::Key::WaitId(first.wait_id.clone())),
+            tenant_id: "someone-else".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
     app.stop().await
 }
 

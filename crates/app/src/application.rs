@@ -151,6 +151,7 @@ impl Application {
                 ack_timeout: Config::ms(config.resume.ack_timeout_ms),
                 default_max_in_flight: config.resume.max_in_flight,
                 poll_interval: Config::ms(config.resume.poll_interval_ms),
+                ..ResumeStreamConfig::default()
             },
             stopped.clone(),
         );

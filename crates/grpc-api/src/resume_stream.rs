@@ -28,6 +28,8 @@ pub struct ResumeStreamConfig {
     pub default_max_in_flight: u32,
     /// How often to look for resumes when no wake-up arrives (fallback only).
     pub poll_interval: Duration,
+    /// How long a new stream may take to send its `Subscribe`.
+    pub subscribe_timeout: Duration,
 }
 
 impl Default for ResumeStreamConfig {
@@ -36,6 +38,7 @@ impl Default for ResumeStreamConfig {
             ack_timeout: Duration::from_secs(30),
             default_max_in_flight: 64,
             poll_interval: Duration::from_secs(1),
+            subscribe_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -43,36 +46,41 @@ impl Default for ResumeStreamConfig {
 /// The most unacknowledged resumes one stream may hold.
 pub const MAX_IN_FLIGHT: u32 = 1024;
 
+fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    to_status(ServiceError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
 pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
     service: Arc<WaitService<S, G, C>>,
     config: ResumeStreamConfig,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     mut inbound: tonic::Streaming<v1::ResumeStreamRequest>,
 ) -> Result<ResumeStream, Status> {
-    let invalid = |reason: &str| {
-        to_status(ServiceError::Invalid {
-            field: "subscribe".into(),
-            reason: reason.into(),
-        })
+    // A client that opens the stream and says nothing must not hold up a shutdown.
+    let first = tokio::select! {
+        first = tokio::time::timeout(config.subscribe_timeout, inbound.message()) => match first {
+            Ok(first) => first?,
+            Err(_) => return Err(invalid("subscribe", format!("no Subscribe within {:?}", config.subscribe_timeout))),
+        },
+        _ = shutdown.wait_for(|stop| *stop) => return Err(Status::unavailable("the instance is shutting down; reconnect")),
     };
-    let subscribe = match inbound.message().await? {
+    let subscribe = match first {
         Some(v1::ResumeStreamRequest {
             message: Some(v1::resume_stream_request::Message::Subscribe(s)),
         }) => s,
         _ => {
             return Err(invalid(
+                "subscribe",
                 "the first message on a resume stream must be Subscribe",
             ));
         }
     };
     let tenant = match subscribe.tenant_id.as_str() {
         "" => None,
-        raw => Some(TenantId::parse(raw).map_err(|e| {
-            to_status(ServiceError::Invalid {
-                field: "subscribe.tenant_id".into(),
-                reason: e.reason,
-            })
-        })?),
+        raw => Some(TenantId::parse(raw).map_err(|e| invalid("subscribe.tenant_id", e.reason))?),
     };
     let max_in_flight = match subscribe.max_in_flight {
         0 => config.default_max_in_flight,
@@ -82,10 +90,20 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
     let (out, rx) = mpsc::channel(max_in_flight as usize);
     let (acks_tx, acks) = mpsc::channel(max_in_flight as usize);
     // Read acks on their own task: the delivery loop then only selects on channels.
+    let reader_owner = owner.clone();
     let reader = tokio::spawn(async move {
-        while let Ok(Some(message)) = inbound.message().await {
-            if acks_tx.send(message).await.is_err() {
-                break;
+        loop {
+            match inbound.message().await {
+                Ok(Some(message)) => {
+                    if acks_tx.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(owner = %reader_owner, %status, "resume stream request side failed");
+                    break;
+                }
             }
         }
     });
@@ -120,27 +138,54 @@ struct Feed<S, G, C> {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Why the delivery loop stops.
+enum Stop {
+    /// The client went away or the instance is shutting down.
+    Quietly,
+    /// The client sent something it must not; tell it.
+    Refuse(Status),
+}
+
 impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
     async fn run(mut self) {
+        let stop = self.deliver().await;
+        if let Stop::Refuse(status) = stop {
+            // Never block on a client that does not read.
+            let _ = self.out.try_send(Err(status));
+        } else if *self.shutdown.borrow() {
+            let _ = self.out.try_send(Err(Status::unavailable(
+                "the instance is shutting down; reconnect",
+            )));
+        }
+        match self.service.release_resumes(&self.owner).await {
+            Ok(released) => tracing::info!(owner = %self.owner, released, "resume stream closed"),
+            Err(e) => {
+                tracing::warn!(owner = %self.owner, error = %e, "cannot release leases; they run out on their own")
+            }
+        }
+    }
+
+    /// Sends `message` unless the client stops reading and the instance shuts down meanwhile.
+    async fn send(&mut self, message: v1::ResumeStreamResponse) -> Result<(), Stop> {
+        tokio::select! {
+            sent = self.out.send(Ok(message)) => sent.map_err(|_| Stop::Quietly),
+            _ = self.shutdown.wait_for(|stop| *stop) => Err(Stop::Quietly),
+        }
+    }
+
+    async fn deliver(&mut self) -> Stop {
         let mut waiter = self.service.signal().waiter();
         // Resume id -> when its lease runs out (then it may come back, to any stream).
-        let mut in_flight: HashMap<String, Timestamp> = HashMap::new();
-        'stream: loop {
+        let mut in_flight: HashMap<uuid::Uuid, Timestamp> = HashMap::new();
+        loop {
             if *self.shutdown.borrow() {
-                let _ = self
-                    .out
-                    .send(Err(Status::unavailable(
-                        "the instance is shutting down; reconnect",
-                    )))
-                    .await;
-                break 'stream;
+                return Stop::Quietly;
             }
             let now = self.service.now();
             in_flight.retain(|_, until| *until > now);
             let room = self
                 .max_in_flight
                 .saturating_sub(u32::try_from(in_flight.len()).unwrap_or(u32::MAX));
-            let mut full_batch = false;
             if room > 0 {
                 match self
                     .service
@@ -153,12 +198,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     .await
                 {
                     Ok(resumes) => {
-                        full_batch = resumes.len() as u32 == room;
                         for resume in resumes {
-                            in_flight.insert(
-                                resume.resume_id.to_string(),
-                                now.plus(self.config.ack_timeout),
-                            );
+                            in_flight.insert(resume.resume_id, now.plus(self.config.ack_timeout));
                             tracing::debug!(owner = %self.owner, resume_id = %resume.resume_id, wait_id = %resume.wait_id,
                                 correlation_id = %resume.correlation_id, execution_id = %resume.execution_id,
                                 attempt = resume.attempts, "resume sent");
@@ -167,8 +208,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                                     convert::resume(&resume),
                                 )),
                             };
-                            if self.out.send(Ok(message)).await.is_err() {
-                                break 'stream;
+                            if let Err(stop) = self.send(message).await {
+                                return stop;
                             }
                         }
                     }
@@ -177,58 +218,64 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     }
                 }
             }
-            if full_batch && in_flight.len() < self.max_in_flight as usize {
-                continue;
-            }
             tokio::select! {
                 first = self.acks.recv() => {
-                    // Take every ack already waiting and write them in one statement.
-                    let mut batch = Vec::new();
-                    let mut next = first;
-                    let end = loop {
-                        match next {
-                            Some(v1::ResumeStreamRequest { message: Some(v1::resume_stream_request::Message::Ack(ack)) }) => {
-                                in_flight.remove(&ack.resume_id);
-                                batch.push(ack.resume_id);
-                            }
-                            Some(_) => break Some("only Ack messages may follow Subscribe"),
-                            None => break Some(""),
-                        }
-                        match self.acks.try_recv() {
-                            Ok(message) => next = Some(message),
-                            Err(mpsc::error::TryRecvError::Empty) => break None,
-                            Err(mpsc::error::TryRecvError::Disconnected) => next = None,
-                        }
-                    };
-                    if let Err(e) = self.service.ack_resumes(&batch).await {
-                        tracing::warn!(owner = %self.owner, acks = batch.len(), error = %e, "ack failed");
-                        if matches!(e, ServiceError::Invalid { .. }) {
-                            let _ = self.out.send(Err(to_status(e))).await;
-                            break 'stream;
-                        }
-                    }
-                    match end {
-                        None => {}
-                        Some("") => break 'stream,
-                        Some(reason) => {
-                            let _ = self.out.send(Err(to_status(ServiceError::Invalid {
-                                field: "message".into(),
-                                reason: reason.into(),
-                            }))).await;
-                            break 'stream;
-                        }
+                    if let Some(stop) = self.take_acks(first, &mut in_flight).await {
+                        return stop;
                     }
                 }
                 () = waiter.wait(self.config.poll_interval) => {}
-                () = self.out.closed() => break 'stream,
+                () = self.out.closed() => return Stop::Quietly,
                 Ok(()) = self.shutdown.changed() => {}
             }
         }
-        match self.service.release_resumes(&self.owner).await {
-            Ok(released) => tracing::info!(owner = %self.owner, released, "resume stream closed"),
-            Err(e) => {
-                tracing::warn!(owner = %self.owner, error = %e, "cannot release leases; they run out on their own")
+    }
+
+    /// Takes `first` and every ack already waiting, and writes them in one statement.
+    async fn take_acks(
+        &mut self,
+        first: Option<v1::ResumeStreamRequest>,
+        in_flight: &mut HashMap<uuid::Uuid, Timestamp>,
+    ) -> Option<Stop> {
+        let mut batch = Vec::new();
+        let mut next = first;
+        let stop = loop {
+            match next {
+                Some(v1::ResumeStreamRequest {
+                    message: Some(v1::resume_stream_request::Message::Ack(ack)),
+                }) => match uuid::Uuid::parse_str(&ack.resume_id) {
+                    Ok(id) => {
+                        in_flight.remove(&id);
+                        batch.push(id.to_string());
+                    }
+                    Err(e) => {
+                        // Acks before the bad one still count.
+                        break Some(Stop::Refuse(invalid(
+                            "ack.resume_id",
+                            format!("{:?}: {e}", ack.resume_id),
+                        )));
+                    }
+                },
+                Some(_) => {
+                    break Some(Stop::Refuse(invalid(
+                        "message",
+                        "only Ack messages may follow Subscribe",
+                    )));
+                }
+                None => break Some(Stop::Quietly),
             }
+            match self.acks.try_recv() {
+                Ok(message) => next = Some(message),
+                Err(mpsc::error::TryRecvError::Empty) => break None,
+                Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+            }
+        };
+        if !batch.is_empty()
+            && let Err(e) = self.service.ack_resumes(&batch).await
+        {
+            // Unrecorded acks only mean redelivery after the lease.
+            tracing::warn!(owner = %self.owner, acks = batch.len(), error = %e, "ack failed");
         }
+        stop
     }
 }

@@ -71,7 +71,7 @@ fn lookup(
     tenant_id: String,
 ) -> Result<WaitLookup, Status> {
     match (wait_id, correlation_id) {
-        (Some(id), _) => Ok(WaitLookup::Id(id)),
+        (Some(wait_id), _) => Ok(WaitLookup::Id { wait_id, tenant_id }),
         (None, Some(correlation_id)) => Ok(WaitLookup::Correlation {
             tenant_id,
             correlation_id,

@@ -76,6 +76,8 @@ impl Database {
             .acquire_timeout(config.connect_timeout)
             .sqlx_logging(false);
         if sqlite {
+            // One connection for the life of the process: an in-memory database lives in it.
+            options.max_lifetime(None).idle_timeout(None);
             options.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx_sqlite_journal())
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
@@ -90,12 +92,8 @@ impl Database {
             migrate(&conn).await?;
         }
         let signal = SqlResumeSignal::default();
-        let listener = (conn.get_database_backend() == DbBackend::Postgres).then(|| {
-            tokio::spawn(signal::listen(
-                conn.get_postgres_connection_pool().clone(),
-                signal.clone(),
-            ))
-        });
+        let listener = (conn.get_database_backend() == DbBackend::Postgres)
+            .then(|| tokio::spawn(signal::listen(config.url.clone(), signal.clone())));
         Ok(Self {
             store: SqlStore::new(conn.clone(), signal.clone()),
             signal,

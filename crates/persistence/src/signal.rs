@@ -49,16 +49,20 @@ impl ResumeWaiter for SqlResumeWaiter {
 }
 
 /// Forwards PostgreSQL notifications on the resume channel to the local signal until aborted.
-pub(crate) async fn listen(pool: sqlx::PgPool, signal: SqlResumeSignal) {
+/// The listener has a connection of its own (not one of the pool's).
+pub(crate) async fn listen(url: String, signal: SqlResumeSignal) {
     loop {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
+        match sqlx::postgres::PgListener::connect(&url).await {
             Ok(mut listener) => {
                 if let Err(e) = listener.listen(RESUME_CHANNEL).await {
                     tracing::warn!(error = %e, "cannot listen for resume notifications; polling meanwhile");
                 } else {
                     loop {
-                        match listener.recv().await {
-                            Ok(_) => signal.notify_local(),
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => signal.notify_local(),
+                            // The connection was lost and is re-established on the next call;
+                            // anything sent meanwhile was missed, so look now.
+                            Ok(None) => signal.notify_local(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "resume notification listener failed; reconnecting");
                                 break;

@@ -14,8 +14,9 @@ use rendezvous_ports::{
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, IsolationLevel, QueryFilter,
+    QueryOrder, QuerySelect, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait, Value,
 };
 
 use crate::entities::{
@@ -59,9 +60,12 @@ impl Store for SqlStore {
     async fn begin(&self) -> Result<SqlTx, StoreError> {
         // SQLite: take the write lock at BEGIN, so a transaction never fails half-way when
         // it upgrades from reading to writing.
+        // PostgreSQL: READ COMMITTED explicitly, whatever the server's default: the re-check
+        // after the correlation lock must see what committed while it waited.
+        let sqlite = self.backend() == DbBackend::Sqlite;
         let options = TransactionOptions {
-            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
-                .then_some(SqliteTransactionMode::Immediate),
+            sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
+            isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
             ..TransactionOptions::default()
         };
         Ok(SqlTx {
@@ -283,7 +287,17 @@ impl Store for SqlStore {
             .map(|row| resume_outbox::Model::from_query_result(row, "").map_err(db_err))
             .collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|r| r.created_at);
-        claimed.into_iter().map(resume_from_row).collect()
+        // One unreadable row must not hold back the others leased with it; it stays leased
+        // (and comes back after the lease) while the error is logged.
+        Ok(claimed
+            .into_iter()
+            .filter_map(|row| {
+                let resume_id = row.resume_id;
+                resume_from_row(row)
+                    .inspect_err(|e| tracing::error!(%resume_id, error = %e, "cannot read a resume from the outbox; skipping it"))
+                    .ok()
+            })
+            .collect())
     }
 
     async fn ack_resumes(
@@ -321,6 +335,13 @@ impl Store for SqlStore {
             .map_err(db_err)?;
         if result.rows_affected > 0 {
             self.signal.notify_local();
+            if self.backend() == DbBackend::Postgres {
+                // Streams on other instances may take them at once, too.
+                self.conn
+                    .execute_unprepared(&format!("NOTIFY {RESUME_CHANNEL}"))
+                    .await
+                    .map_err(db_err)?;
+            }
         }
         Ok(result.rows_affected)
     }
@@ -560,6 +581,15 @@ impl StoreTx for SqlTx {
             resolved_at: Set(None),
             ..Default::default()
         };
+        // A redelivery of a pending event changes nothing; one of an event that expired (or is
+        // past its TTL) buffers it again, so it is not lost.
+        let now = event.received_at.as_millis();
+        let revive = {
+            use sea_orm::sea_query::ExprTrait;
+            Expr::col((early_events::Entity, early_events::Column::Status))
+                .eq("expired")
+                .or(Expr::col((early_events::Entity, early_events::Column::ExpiresAt)).lte(now))
+        };
         let inserted = early_events::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([
@@ -567,7 +597,14 @@ impl StoreTx for SqlTx {
                     early_events::Column::CorrelationId,
                     early_events::Column::EventKey,
                 ])
-                .do_nothing()
+                .update_columns([
+                    early_events::Column::Event,
+                    early_events::Column::ReceivedAt,
+                    early_events::Column::ExpiresAt,
+                    early_events::Column::Status,
+                    early_events::Column::ResolvedAt,
+                ])
+                .action_and_where(revive)
                 .to_owned(),
             )
             .exec_without_returning(&self.tx)

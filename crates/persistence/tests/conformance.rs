@@ -212,12 +212,46 @@ async fn early_events_are_buffered_applied_and_expired(backend: Backend) {
         "e2 expired; e1 applied; e3 still pending"
     );
     assert_eq!(store.expire_buffered(at(20)).await.unwrap(), 0);
+    let quarantined = store.quarantined(10).await.unwrap();
+    assert_eq!(
+        quarantined.len(),
+        1,
+        "an expired event is quarantined with its reason"
+    );
+    assert_eq!(quarantined[0].event_key.as_deref(), Some("e2"));
+    assert!(
+        quarantined[0].reason.contains("within the buffer TTL"),
+        "{}",
+        quarantined[0].reason
+    );
     let mut tx = store.begin().await.unwrap();
     assert!(
         tx.pending_buffered(&tenant, &c, at(20))
             .await
             .unwrap()
             .is_empty()
+    );
+    // A redelivery of the expired event buffers it again rather than answering "duplicate".
+    let mut again = event("e2");
+    again.received_at = at(30);
+    assert!(
+        tx.buffer_event(&tenant, &c, &again, at(5000))
+            .await
+            .unwrap()
+    );
+    let pending = tx.pending_buffered(&tenant, &c, at(31)).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|b| b.event.key.as_str())
+            .collect::<Vec<_>>(),
+        ["e2"]
+    );
+    assert!(
+        !tx.buffer_event(&tenant, &c, &again, at(5000))
+            .await
+            .unwrap(),
+        "pending: a duplicate"
     );
     drop(tx);
     database.close().await;

@@ -116,8 +116,13 @@ pub enum Delivered {
 /// How a caller names a wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitLookup {
-    /// By wait id (a UUID).
-    Id(String),
+    /// By wait id (a UUID); when a tenant is given, a wait of another tenant is not found.
+    Id {
+        /// The wait id.
+        wait_id: String,
+        /// Tenant the caller acts for; empty: any.
+        tenant_id: String,
+    },
     /// By correlation id within a tenant (empty tenant: the default).
     Correlation {
         /// Tenant.
@@ -262,6 +267,16 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     return Err(ServiceError::AlreadyExists(format!(
                         "execution {execution_id} node {node_id} already has wait {} under idempotency key {:?} with a different node config",
                         existing.state.key.id, request.idempotency_key
+                    )));
+                }
+                if let Some(chosen) = &chosen
+                    && chosen != &existing.state.key.correlation_id
+                {
+                    return Err(ServiceError::AlreadyExists(format!(
+                        "execution {execution_id} node {node_id} already has wait {} under idempotency key {:?} with correlation id {}, not {chosen}",
+                        existing.state.key.id,
+                        request.idempotency_key,
+                        existing.state.key.correlation_id
                     )));
                 }
                 return Ok(Registered {
@@ -568,12 +583,16 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// One wait.
     pub async fn get(&self, lookup: WaitLookup) -> Result<StoredWait, ServiceError> {
         match lookup {
-            WaitLookup::Id(raw) => {
-                let id =
-                    WaitId::parse(&raw).map_err(|e| ServiceError::invalid("wait_id", e.reason))?;
+            WaitLookup::Id { wait_id, tenant_id } => {
+                let id = WaitId::parse(&wait_id)
+                    .map_err(|e| ServiceError::invalid("wait_id", e.reason))?;
+                let only = (!tenant_id.is_empty())
+                    .then(|| tenant(&tenant_id))
+                    .transpose()?;
                 self.store
                     .get_wait(id)
                     .await?
+                    .filter(|w| only.as_ref().is_none_or(|t| t == &w.state.key.tenant))
                     .ok_or_else(|| ServiceError::NotFound(format!("no wait with id {id}")))
             }
             WaitLookup::Correlation {
