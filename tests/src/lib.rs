@@ -27,6 +27,7 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
         ("RENDEZVOUS__RESUME__POLL_INTERVAL_MS", "200"),
         ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE_MS", "2000"),
         ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
+        ("RENDEZVOUS__KAFKA__ENABLED", "false"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rendezvous_grpc_api::{GrpcApi, ResumeStreamConfig, v1};
+use rendezvous_kafka_ingress::{EmbeddedKafka, IngressConfig, KafkaIngress};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
 use rendezvous_service::{ServiceConfig, WaitService};
@@ -26,6 +27,8 @@ pub struct Application {
     listener: TcpListener,
     database: Database,
     service: Arc<Service>,
+    /// The embedded mock Kafka, when no brokers are configured.
+    embedded_kafka: Option<EmbeddedKafka>,
 }
 
 /// A running application (for tests and `main`): its address and a way to stop it.
@@ -79,12 +82,36 @@ impl Application {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        let mut config = config;
+        let embedded_kafka = if config.kafka.enabled && config.kafka.brokers.is_empty() {
+            let kafka = EmbeddedKafka::start(1).map_err(anyhow::Error::msg)?;
+            config.kafka.brokers = kafka.bootstrap_servers().to_owned();
+            Some(kafka)
+        } else {
+            None
+        };
         Ok(Self {
             config,
             listener,
             database,
             service,
+            embedded_kafka,
         })
+    }
+
+    /// The embedded Kafka's bootstrap servers, when it runs.
+    pub fn embedded_kafka(&self) -> Option<&str> {
+        self.embedded_kafka
+            .as_ref()
+            .map(EmbeddedKafka::bootstrap_servers)
+    }
+
+    /// The Kafka brokers the ingress reads from, when it runs.
+    pub fn kafka_brokers(&self) -> Option<&str> {
+        self.config
+            .kafka
+            .enabled
+            .then_some(self.config.kafka.brokers.as_str())
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -143,6 +170,7 @@ impl Application {
             listener,
             database,
             service,
+            embedded_kafka,
         } = self;
         let addr = listener.local_addr()?;
         let api = GrpcApi::new(
@@ -172,6 +200,24 @@ impl Application {
             .build_v1()
             .context("building the reflection service")?;
         let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
+        let ingress = config.kafka.enabled.then(|| {
+            let k = &config.kafka;
+            let mut ingress_config = IngressConfig::new(&k.brokers, &k.group_id);
+            ingress_config.topics = k.topics.clone();
+            ingress_config.follow_waits = k.follow_waits;
+            ingress_config.refresh_interval = Config::ms(k.refresh_interval_ms);
+            ingress_config.event_id_field = k.event_id_field.clone();
+            ingress_config.tenant_header = k.tenant_header.clone();
+            ingress_config.max_batch = k.max_batch;
+            ingress_config.auto_offset_reset = k.auto_offset_reset.clone();
+            if embedded_kafka.is_some() {
+                // The mock cluster creates topics on first use; a wait may name one first.
+                ingress_config
+                    .properties
+                    .insert("allow.auto.create.topics".into(), "true".into());
+            }
+            tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
+        });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let grace = Config::ms(config.server.shutdown_grace_ms);
@@ -195,6 +241,14 @@ impl Application {
             }
         };
         let _ = sweeper.await;
+        if let Some(ingress) = ingress {
+            match ingress.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the kafka ingress failed"),
+                Err(e) => tracing::error!(error = %e, "the kafka ingress panicked"),
+            }
+        }
+        drop(embedded_kafka);
         database.close().await;
         tracing::info!("rendezvous stopped");
         result

@@ -26,6 +26,34 @@ pub struct Config {
     pub sweeper: SweeperSection,
     /// Logs.
     pub telemetry: TelemetrySection,
+    /// The Kafka ingress.
+    pub kafka: KafkaSection,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Run the Kafka ingress.
+    pub enabled: bool,
+    /// Bootstrap servers. Empty: start the embedded mock cluster (printed at start-up).
+    pub brokers: String,
+    /// The consumer group, shared by every instance. Keep it stable across upgrades.
+    pub group_id: String,
+    /// Topics always consumed, besides those of registered waits.
+    pub topics: Vec<String>,
+    /// Also consume every topic a registered wait listens on.
+    pub follow_waits: bool,
+    /// How often the topics of registered waits are re-read.
+    pub refresh_interval_ms: u64,
+    /// Header or JSON field with an event's identity (else topic/partition/offset).
+    pub event_id_field: String,
+    /// Header with an event's tenant (else the default tenant).
+    pub tenant_header: String,
+    /// Most records per processing batch.
+    pub max_batch: usize,
+    /// Where the group starts on a topic it has no offset for: `earliest` or `latest`.
+    pub auto_offset_reset: String,
 }
 
 /// `[server]`
@@ -133,6 +161,18 @@ batch = 256
 log_format = "human"
 log_level = "info"
 otlp_endpoint = ""
+
+[kafka]
+enabled = true
+brokers = ""
+group_id = "rendezvous"
+topics = []
+follow_waits = true
+refresh_interval_ms = 1000
+event_id_field = "event_id"
+tenant_header = "tenant_id"
+max_batch = 500
+auto_offset_reset = "earliest"
 "#;
 
 const USAGE: &str = "usage: rendezvous [--config FILE] [--listen ADDR] [--database-url URL] [--data-dir DIR] [--log-format human|json]
@@ -206,6 +246,8 @@ impl Config {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("kafka.topics")
                 .source(Some(env)),
         );
         for (key, value) in overrides {
@@ -228,6 +270,16 @@ impl Config {
                 "telemetry.log_format: expected \"human\" or \"json\", found {:?}",
                 self.telemetry.log_format
             ));
+        }
+        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            problems.push(format!(
+                "kafka.auto_offset_reset: expected \"earliest\" or \"latest\", found {:?}",
+                self.kafka.auto_offset_reset
+            ));
+        }
+        if self.kafka.enabled && self.kafka.group_id.is_empty() {
+            problems
+                .push("kafka.group_id: required (an explicit, stable consumer group)".to_owned());
         }
         let otlp = &self.telemetry.otlp_endpoint;
         if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
@@ -254,6 +306,8 @@ impl Config {
             ("resume.poll_interval_ms", self.resume.poll_interval_ms),
             ("sweeper.interval_ms", self.sweeper.interval_ms),
             ("sweeper.batch", u64::from(self.sweeper.batch)),
+            ("kafka.refresh_interval_ms", self.kafka.refresh_interval_ms),
+            ("kafka.max_batch", self.kafka.max_batch as u64),
             ("service.buffer_ttl_secs", self.service.buffer_ttl_secs),
             (
                 "service.max_payload_bytes",
@@ -358,6 +412,25 @@ mod tests {
             run(&["--config", example], &[]).unwrap(),
             run(&[], &[]).unwrap()
         );
+    }
+
+    #[test]
+    fn kafka_topics_from_the_environment() {
+        let config = run(
+            &[],
+            &[
+                ("RENDEZVOUS__KAFKA__TOPICS", "a.events,b.events"),
+                ("RENDEZVOUS__KAFKA__BROKERS", "k1:9092"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.topics, ["a.events", "b.events"]);
+        assert_eq!(config.kafka.brokers, "k1:9092");
+        let err = format!(
+            "{:#}",
+            run(&[], &[("RENDEZVOUS__KAFKA__AUTO_OFFSET_RESET", "middle")]).unwrap_err()
+        );
+        assert!(err.contains("kafka.auto_offset_reset"), "{err}");
     }
 
     #[test]

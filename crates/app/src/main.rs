@@ -43,6 +43,13 @@ fn main() -> ExitCode {
             rendezvous_app::VERSION,
             app.addr()?
         );
+        match (app.embedded_kafka(), app.kafka_brokers()) {
+            (Some(bootstrap), _) => {
+                eprintln!("kafka: embedded mock cluster, bootstrap servers {bootstrap}")
+            }
+            (None, Some(brokers)) => eprintln!("kafka: consuming from {brokers}"),
+            (None, None) => eprintln!("kafka: ingress disabled"),
+        }
         app.run_until(shutdown_signal()).await
     });
     match result {
