@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_initial;
 mod m20261127_000002_kafka;
+mod m20261127_000003_api_calls;
 
 /// Every migration, oldest first. Applied in order by [`MigratorTrait::up`].
 #[derive(Debug)]
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_kafka::Migration),
+            Box::new(m20261127_000003_api_calls::Migration),
         ]
     }
 }

@@ -28,6 +28,10 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
         ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE_MS", "2000"),
         ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
         ("RENDEZVOUS__KAFKA__ENABLED", "false"),
+        // The seed configs call https://external-service.com, unreachable here: keep retrying
+        // quietly rather than failing waits mid-test. API-call tests override these.
+        ("RENDEZVOUS__API__MAX_ATTEMPTS", "1000"),
+        ("RENDEZVOUS__API__BACKOFF_MS", "5000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -59,6 +63,20 @@ impl TestApp {
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
         let app = Application::build(test_config(database_url, extra_env)?).await?;
         let running = app.spawn()?;
+        let addr = running.addr;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Ok(Self {
+            addr,
+            waits: WaitServiceClient::new(channel.clone()),
+            callbacks: CallbackServiceClient::new(channel),
+            running: Some(running),
+        })
+    }
+
+    /// Clients for an instance already running.
+    pub async fn from_running(running: Running) -> Result<Self> {
         let addr = running.addr;
         let channel = Channel::from_shared(format!("http://{addr}"))?
             .connect()
@@ -265,4 +283,155 @@ pub fn seed(name: &str) -> serde_json::Value {
     );
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
         .expect("fixture is JSON")
+}
+
+/// What the fake external service does with one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Answer with this status and JSON body.
+    Json(u16, serde_json::Value),
+    /// Answer with this status and a `Retry-After` header (seconds).
+    RetryAfter(u16, u64),
+    /// Wait this long, then answer 200 (to make the caller time out).
+    Slow(Duration),
+    /// First deliver the API response through the callback gateway RPC, then answer 200.
+    CallbackFirst,
+}
+
+/// One request the fake external service received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method and path with query.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (lowercase names).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The JSON body, if any.
+    pub body: Option<serde_json::Value>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+}
+
+/// A fake external service: a real HTTP server on 127.0.0.1 answering scripted replies (the
+/// last one repeats) and recording every request.
+pub struct FakeApi {
+    /// Its base URL.
+    pub url: String,
+    /// What it received.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl FakeApi {
+    /// Starts one. `callbacks` is used for [`Reply::CallbackFirst`].
+    pub async fn start(
+        replies: Vec<Reply>,
+        callbacks: Option<CallbackServiceClient<Channel>>,
+    ) -> Result<Self> {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let log = received.clone();
+        let replies = std::sync::Arc::new(replies);
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let log = log.clone();
+            let replies = replies.clone();
+            let callbacks = callbacks.clone();
+            async move {
+                let headers: std::collections::BTreeMap<String, String> = headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                let body: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+                let n = {
+                    let mut log = log.lock().expect("lock");
+                    log.push(Received {
+                        method: method.to_string(),
+                        uri: uri.to_string(),
+                        headers: headers.clone(),
+                        body: body.clone(),
+                        at: std::time::Instant::now(),
+                    });
+                    log.len() - 1
+                };
+                let reply = replies
+                    .get(n)
+                    .or(replies.last())
+                    .cloned()
+                    .unwrap_or(Reply::Json(200, serde_json::json!({})));
+                match reply {
+                    Reply::Json(status, json) => (
+                        StatusCode::from_u16(status).expect("status"),
+                        axum::Json(json),
+                    )
+                        .into_response(),
+                    Reply::RetryAfter(status, secs) => (
+                        StatusCode::from_u16(status).expect("status"),
+                        [("retry-after", secs.to_string())],
+                        "busy",
+                    )
+                        .into_response(),
+                    Reply::Slow(delay) => {
+                        tokio::time::sleep(delay).await;
+                        (StatusCode::OK, "late").into_response()
+                    }
+                    Reply::CallbackFirst => {
+                        let mut callbacks =
+                            callbacks.expect("CallbackFirst needs a callback client");
+                        let correlation_id =
+                            headers.get("x-correlation-id").cloned().unwrap_or_default();
+                        let execution_id =
+                            headers.get("x-execution-id").cloned().unwrap_or_default();
+                        callbacks
+                            .deliver_api_response(v1::DeliverApiResponseRequest {
+                                correlation_id,
+                                execution_id,
+                                http_status: 200,
+                                body: br#"{"via":"callback"}"#.to_vec(),
+                                idempotency_key: "callback-1".into(),
+                                ..Default::default()
+                            })
+                            .await
+                            .expect("the callback is accepted");
+                        (
+                            StatusCode::ACCEPTED,
+                            axum::Json(serde_json::json!({"accepted": true})),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, received })
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Result<Vec<Received>> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let got = self.requests();
+            if got.len() >= n {
+                return Ok(got);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "only {} of {n} requests arrived within {within:?}",
+                    got.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rendezvous_grpc_api::{GrpcApi, ResumeStreamConfig, v1};
+use rendezvous_http_caller::{CallerConfig, ReqwestCaller};
 use rendezvous_kafka_ingress::{EmbeddedKafka, IngressConfig, KafkaIngress};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
-use rendezvous_service::{ServiceConfig, WaitService};
+use rendezvous_service::{ApiPolicy, ServiceConfig, WaitService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -77,6 +78,16 @@ impl Application {
                 max_conflict_retries: config.service.max_conflict_retries,
                 max_payload_bytes: config.service.max_payload_bytes,
                 max_config_bytes: config.service.max_config_bytes,
+                api: ApiPolicy {
+                    allowed: config.api.allowed.clone(),
+                    allow_private_networks: config.api.allow_private_networks,
+                    max_attempts: config.api.max_attempts,
+                    backoff: Config::ms(config.api.backoff_ms),
+                    max_backoff: Config::ms(config.api.max_backoff_ms),
+                    // An attempt is leased well past its timeout, so a live call is never
+                    // taken over; a crashed instance's call is retried after it.
+                    lease: Config::ms(config.api.timeout_ms.saturating_mul(3)),
+                },
             },
         ));
         let listener = TcpListener::bind(config.server.listen)
@@ -200,6 +211,18 @@ impl Application {
             .build_v1()
             .context("building the reflection service")?;
         let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
+        let caller = ReqwestCaller::new(CallerConfig {
+            timeout: Config::ms(config.api.timeout_ms),
+            max_response_bytes: config.api.max_response_bytes,
+            allow_private_networks: config.api.allow_private_networks,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let dispatcher = tokio::spawn(dispatch_calls(
+            service.clone(),
+            caller,
+            config.clone(),
+            stopped.clone(),
+        ));
         let ingress = config.kafka.enabled.then(|| {
             let k = &config.kafka;
             let mut ingress_config = IngressConfig::new(&k.brokers, &k.group_id);
@@ -241,6 +264,7 @@ impl Application {
             }
         };
         let _ = sweeper.await;
+        let _ = dispatcher.await;
         if let Some(ingress) = ingress {
             match ingress.await {
                 Ok(Ok(())) => {}
@@ -252,6 +276,37 @@ impl Application {
         database.close().await;
         tracing::info!("rendezvous stopped");
         result
+    }
+}
+
+/// Makes due API calls until shutdown; woken at once by registrations, polling otherwise.
+async fn dispatch_calls(
+    service: Arc<Service>,
+    caller: ReqwestCaller,
+    config: Config,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let owner = format!("dispatcher-{}", uuid::Uuid::new_v4());
+    let interval = Config::ms(config.api.poll_interval_ms);
+    loop {
+        let made = match service
+            .dispatch_api_calls(&caller, &owner, config.api.concurrency)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming api calls failed; retrying");
+                0
+            }
+        };
+        if made > 0 {
+            continue;
+        }
+        tokio::select! {
+            () = service.calls_pending().notified() => {}
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
     }
 }
 

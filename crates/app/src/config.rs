@@ -28,6 +28,32 @@ pub struct Config {
     pub telemetry: TelemetrySection,
     /// The Kafka ingress.
     pub kafka: KafkaSection,
+    /// Outbound API calls.
+    pub api: ApiSection,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// URL prefixes or host names API calls may go to. Empty: any public host.
+    pub allowed: Vec<String>,
+    /// Allow loopback and private addresses (off: SSRF protection).
+    pub allow_private_networks: bool,
+    /// Timeout of one HTTP attempt.
+    pub timeout_ms: u64,
+    /// Attempts before the wait fails.
+    pub max_attempts: u32,
+    /// First retry delay (doubles per attempt).
+    pub backoff_ms: u64,
+    /// Longest retry delay.
+    pub max_backoff_ms: u64,
+    /// The largest response body read.
+    pub max_response_bytes: usize,
+    /// How often due calls are looked for when no registration wakes the dispatcher.
+    pub poll_interval_ms: u64,
+    /// Calls made at once per instance.
+    pub concurrency: u32,
 }
 
 /// `[kafka]`
@@ -173,6 +199,17 @@ event_id_field = "event_id"
 tenant_header = "tenant_id"
 max_batch = 500
 auto_offset_reset = "earliest"
+
+[api]
+allowed = []
+allow_private_networks = false
+timeout_ms = 10000
+max_attempts = 5
+backoff_ms = 500
+max_backoff_ms = 60000
+max_response_bytes = 1048576
+poll_interval_ms = 1000
+concurrency = 32
 "#;
 
 const USAGE: &str = "usage: rendezvous [--config FILE] [--listen ADDR] [--database-url URL] [--data-dir DIR] [--log-format human|json]
@@ -248,6 +285,7 @@ impl Config {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("kafka.topics")
+                .with_list_parse_key("api.allowed")
                 .source(Some(env)),
         );
         for (key, value) in overrides {
@@ -308,6 +346,11 @@ impl Config {
             ("sweeper.batch", u64::from(self.sweeper.batch)),
             ("kafka.refresh_interval_ms", self.kafka.refresh_interval_ms),
             ("kafka.max_batch", self.kafka.max_batch as u64),
+            ("api.timeout_ms", self.api.timeout_ms),
+            ("api.max_attempts", u64::from(self.api.max_attempts)),
+            ("api.max_response_bytes", self.api.max_response_bytes as u64),
+            ("api.poll_interval_ms", self.api.poll_interval_ms),
+            ("api.concurrency", u64::from(self.api.concurrency)),
             ("service.buffer_ttl_secs", self.service.buffer_ttl_secs),
             (
                 "service.max_payload_bytes",

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod ids;
 pub mod path;
 pub mod problems;
+pub mod request;
 pub mod spec;
 pub mod state;
 
@@ -21,6 +22,7 @@ pub use ids::{
 };
 pub use path::FieldPath;
 pub use problems::{ConfigErrors, ConfigProblem};
+pub use request::ApiRequest;
 pub use spec::{
     ApiCall, HttpMethod, KafkaSource, ResponseMode, SourceKind, SourceSpec, Strategy,
     TimeoutPolicy, WaitSpec,

@@ -146,6 +146,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::RegisterWaitRequest>,
     ) -> Result<Response<v1::RegisterWaitResponse>, Status> {
+        // The caller's W3C trace context travels on to the API call.
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let r = request.into_inner();
         let registered = self
             .service
@@ -157,6 +163,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
                 idempotency_key: r.idempotency_key,
                 workflow_id: r.workflow_id,
                 correlation_id: r.correlation_id,
+                input_variables: r.input_variables.into_iter().collect(),
+                traceparent,
             })
             .await
             .map_err(to_status)?;

@@ -8,8 +8,8 @@ use rendezvous_domain::{
     Timestamp, WaitId,
 };
 use rendezvous_ports::{
-    BufferedEvent, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx,
-    StoredWait, TopicFields, WaitQuery,
+    ApiCallRecord, BufferedEvent, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError,
+    StoreTx, StoredWait, TopicFields, WaitQuery,
 };
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
@@ -20,7 +20,8 @@ use sea_orm::{
 };
 
 use crate::entities::{
-    early_events, kafka_topics, processed_events, quarantined_events, resume_outbox, waits,
+    api_calls, early_events, kafka_topics, processed_events, quarantined_events, resume_outbox,
+    waits,
 };
 use crate::rows::{db_err, json, progress_json, resume_from_row, wait_from_row, wait_to_row};
 use crate::signal::SqlResumeSignal;
@@ -43,6 +44,51 @@ impl SqlStore {
     fn backend(&self) -> DbBackend {
         self.conn.get_database_backend()
     }
+
+    async fn settle_api_call(
+        &self,
+        wait_id: WaitId,
+        status: &str,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut update = api_calls::Entity::update_many()
+            .col_expr(api_calls::Column::Status, Expr::value(status))
+            .col_expr(
+                api_calls::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                api_calls::Column::LeaseUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(api_calls::Column::UpdatedAt, Expr::value(now.as_millis()));
+        if let Some(at) = next_attempt_at {
+            update = update.col_expr(
+                api_calls::Column::NextAttemptAt,
+                Expr::value(at.as_millis()),
+            );
+        }
+        if let Some(error) = error {
+            update = update.col_expr(api_calls::Column::LastError, Expr::value(error));
+        }
+        update
+            .filter(api_calls::Column::WaitId.eq(wait_id.as_uuid()))
+            .exec(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// What `api_calls.request` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCall {
+    tenant: TenantId,
+    correlation_id: CorrelationId,
+    execution_id: ExecutionId,
+    request: rendezvous_domain::ApiRequest,
 }
 
 /// Positional placeholder `n` (1-based) in the backend's syntax.
@@ -241,6 +287,90 @@ impl Store for SqlStore {
                 at: Timestamp::from_millis(row.quarantined_at),
             })
             .collect())
+    }
+
+    async fn claim_api_calls(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ApiCallRecord>, StoreError> {
+        let backend = self.backend();
+        let until = now.plus(lease).as_millis();
+        let lock = if backend == DbBackend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE api_calls SET lease_owner = {p1}, lease_until = {p2}, attempts = attempts + 1, updated_at = {p3} \
+             WHERE wait_id IN (SELECT wait_id FROM api_calls \
+             WHERE status = 'pending' AND next_attempt_at <= {p3} AND (lease_until IS NULL OR lease_until <= {p3}) \
+             ORDER BY next_attempt_at LIMIT {p4} {lock}) RETURNING *",
+            p1 = ph(backend, 1),
+            p2 = ph(backend, 2),
+            p3 = if backend == DbBackend::Postgres {
+                "$3".to_owned()
+            } else {
+                "?3".to_owned()
+            },
+            p4 = ph(backend, 4),
+        );
+        let values: Vec<Value> = vec![
+            owner.into(),
+            until.into(),
+            now.as_millis().into(),
+            i64::from(limit).into(),
+        ];
+        let rows = self
+            .conn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .map_err(db_err)?;
+        let mut calls = Vec::new();
+        for row in &rows {
+            let row = api_calls::Model::from_query_result(row, "").map_err(db_err)?;
+            match serde_json::from_str::<StoredCall>(&row.request) {
+                Ok(stored) => calls.push(ApiCallRecord {
+                    wait_id: WaitId::from_uuid(row.wait_id),
+                    tenant: stored.tenant,
+                    correlation_id: stored.correlation_id,
+                    execution_id: stored.execution_id,
+                    request: stored.request,
+                    attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                }),
+                Err(e) => {
+                    tracing::error!(wait_id = %row.wait_id, error = %e, "cannot read an api call from the outbox; skipping it")
+                }
+            }
+        }
+        Ok(calls)
+    }
+
+    async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError> {
+        self.settle_api_call(wait_id, "done", None, None, now).await
+    }
+
+    async fn retry_api_call(
+        &self,
+        wait_id: WaitId,
+        next_attempt_at: Timestamp,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.settle_api_call(wait_id, "pending", Some(next_attempt_at), Some(error), now)
+            .await
+    }
+
+    async fn fail_api_call(
+        &self,
+        wait_id: WaitId,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.settle_api_call(wait_id, "failed", None, Some(error), now)
+            .await
     }
 
     async fn claim_resumes(
@@ -633,6 +763,35 @@ impl StoreTx for SqlTx {
             .do_nothing()
             .to_owned(),
         )
+        .exec_without_returning(&self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_api_call(
+        &mut self,
+        call: &ApiCallRecord,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let stored = StoredCall {
+            tenant: call.tenant.clone(),
+            correlation_id: call.correlation_id.clone(),
+            execution_id: call.execution_id.clone(),
+            request: call.request.clone(),
+        };
+        api_calls::Entity::insert(api_calls::ActiveModel {
+            wait_id: Set(call.wait_id.as_uuid()),
+            request: Set(json(&stored)?),
+            status: Set("pending".to_owned()),
+            attempts: Set(0),
+            next_attempt_at: Set(now.as_millis()),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+            last_error: Set(None),
+            created_at: Set(now.as_millis()),
+            updated_at: Set(now.as_millis()),
+        })
         .exec_without_returning(&self.tx)
         .await
         .map_err(db_err)?;

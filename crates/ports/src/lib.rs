@@ -5,10 +5,12 @@
 //! `tonic::Status`, `rdkafka::Message`) appears in a signature here. In-memory fakes live
 //! behind the `test-util` feature.
 
+mod api_call;
 mod clock;
 mod resume;
 mod store;
 
+pub use api_call::{ApiCallRecord, CallFailure, HttpCaller, HttpReply, retry_after};
 pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
 pub use store::{

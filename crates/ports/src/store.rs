@@ -9,6 +9,7 @@ use rendezvous_domain::{
     Timestamp, WaitId, WaitState, WaitStatus,
 };
 
+use crate::api_call::ApiCallRecord;
 use crate::resume::ResumeRecord;
 
 /// What can go wrong in a store, as the service needs to tell it apart.
@@ -141,6 +142,37 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The most recently quarantined events, newest first.
     async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
 
+    /// Leases up to `limit` pending API calls that are due (and not leased, or whose lease ran
+    /// out) to `owner` until `now + lease`, counting the attempt. Competing owners never get the
+    /// same call at once.
+    async fn claim_api_calls(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ApiCallRecord>, StoreError>;
+
+    /// Marks a call done.
+    async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Puts a call back for another attempt at `next_attempt_at`, recording the error.
+    async fn retry_api_call(
+        &self,
+        wait_id: WaitId,
+        next_attempt_at: Timestamp,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a call failed for good, recording the error.
+    async fn fail_api_call(
+        &self,
+        wait_id: WaitId,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     /// Leases up to `limit` unacknowledged resumes whose lease is free or ran out to `owner`
     /// until `now + lease`, oldest first, counting the attempt. Competing owners never get the
     /// same resume at once.
@@ -251,6 +283,13 @@ pub trait StoreTx: Send {
     async fn remember_topic(
         &mut self,
         topic: &TopicFields,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Writes the wait's API call to the call outbox, due at once.
+    async fn insert_api_call(
+        &mut self,
+        call: &ApiCallRecord,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 

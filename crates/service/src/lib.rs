@@ -13,6 +13,6 @@ mod service;
 
 pub use error::ServiceError;
 pub use service::{
-    Delivered, Delivery, RegisterWait, Registered, ServiceConfig, WaitLookup, WaitService,
-    source_name,
+    ApiPolicy, Delivered, Delivery, RegisterWait, Registered, ServiceConfig, WaitLookup,
+    WaitService, is_private, source_name,
 };

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use rendezvous_domain::{
     Channel, CorrelationId, EventKey, ExecutionId, IgnoreReason, IncomingEvent, NodeId, Outcome,
-    SourceKind, SourceName, TenantId, Timestamp, Verdict, WaitId, WaitKey, WaitSpec, WaitState,
+    ResponseMode, SourceKind, SourceName, TenantId, Timestamp, Verdict, WaitId, WaitKey, WaitSpec,
+    WaitState,
 };
 use rendezvous_ports::{
-    Clock, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
-    TopicFields, WaitQuery,
+    ApiCallRecord, CallFailure, Clock, HttpCaller, Page, Quarantined, ResumeRecord, ResumeSignal,
+    Store, StoreError, StoreTx, StoredWait, TopicFields, WaitQuery, retry_after,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -29,6 +30,39 @@ pub struct ServiceConfig {
     pub max_payload_bytes: usize,
     /// The largest node config accepted, in bytes.
     pub max_config_bytes: usize,
+    /// Outbound API calls.
+    pub api: ApiPolicy,
+}
+
+/// Where outbound API calls may go, and how they are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiPolicy {
+    /// URL prefixes (`https://api.partner.example/v1/`) or host names (`api.partner.example`)
+    /// calls may go to. Empty: any host (private networks still need `allow_private_networks`).
+    pub allowed: Vec<String>,
+    /// Whether loopback and private addresses may be called (off: SSRF protection).
+    pub allow_private_networks: bool,
+    /// Attempts before the wait fails (transient errors: connect, timeout, 5xx, 429).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `max_backoff` (`Retry-After` wins if longer).
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How long one attempt is leased to an instance (longer than the HTTP timeout).
+    pub lease: Duration,
+}
+
+impl Default for ApiPolicy {
+    fn default() -> Self {
+        Self {
+            allowed: Vec::new(),
+            allow_private_networks: false,
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -38,6 +72,7 @@ impl Default for ServiceConfig {
             max_conflict_retries: 32,
             max_payload_bytes: 1024 * 1024,
             max_config_bytes: 256 * 1024,
+            api: ApiPolicy::default(),
         }
     }
 }
@@ -59,6 +94,10 @@ pub struct RegisterWait {
     pub workflow_id: String,
     /// Caller-chosen correlation id; empty to generate one.
     pub correlation_id: String,
+    /// Values for `{{name}}` placeholders of the API call.
+    pub input_variables: BTreeMap<String, String>,
+    /// The caller's W3C `traceparent`, propagated on the API call.
+    pub traceparent: Option<String>,
 }
 
 /// The wait a registration produced or found.
@@ -144,6 +183,8 @@ pub struct WaitService<S, G, C> {
     known_topics: Arc<Mutex<HashSet<TopicFields>>>,
     /// Wakes the Kafka ingress when a wait introduced a topic.
     topics_changed: Arc<Notify>,
+    /// Wakes the API-call dispatcher when a registration wrote a call.
+    calls_pending: Arc<Notify>,
 }
 
 fn tenant(raw: &str) -> Result<TenantId, ServiceError> {
@@ -181,7 +222,190 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             config,
             known_topics: Arc::default(),
             topics_changed: Arc::default(),
+            calls_pending: Arc::default(),
         }
+    }
+
+    /// Notified when a registration wrote an API call (the dispatcher then runs at once).
+    pub fn calls_pending(&self) -> &Notify {
+        &self.calls_pending
+    }
+
+    /// Refuses API-call destinations outside the allowlist, and private or loopback addresses
+    /// unless allowed (the HTTP adapter checks resolved addresses again).
+    fn check_destination(&self, raw: &str) -> Result<(), ServiceError> {
+        const FIELD: &str = "node_config.data.apiCall.url";
+        let policy = &self.config.api;
+        let url = url::Url::parse(raw).map_err(|e| {
+            ServiceError::invalid(FIELD, format!("{raw:?} is not a URL after templating: {e}"))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !policy.allowed.is_empty()
+            && !policy.allowed.iter().any(|entry| {
+                if entry.contains("://") {
+                    raw.starts_with(entry.as_str())
+                } else {
+                    host == entry.to_ascii_lowercase()
+                }
+            })
+        {
+            return Err(ServiceError::invalid(
+                FIELD,
+                format!("{raw:?} is not in the allowed destinations (api.allowed)"),
+            ));
+        }
+        let private = match url.host() {
+            Some(url::Host::Ipv4(ip)) => is_private(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => is_private(std::net::IpAddr::V6(ip)),
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.to_ascii_lowercase().ends_with(".localhost")
+            }
+            None => true,
+        };
+        if private && !policy.allow_private_networks {
+            return Err(ServiceError::invalid(
+                FIELD,
+                format!(
+                    "{raw:?} points at a loopback or private address, refused (api.allow_private_networks)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes due API calls (at most `limit`) through `caller`, leased to `owner`. A 2xx ends the
+    /// call (in `sync` mode its reply is delivered as the `api` event); connect errors,
+    /// timeouts, 5xx and 429 are retried with backoff (`Retry-After` respected) up to the
+    /// attempt limit; other failures, or the limit, fail the wait with the reason. Returns how
+    /// many calls were attempted.
+    pub async fn dispatch_api_calls<H: HttpCaller>(
+        &self,
+        caller: &H,
+        owner: &str,
+        limit: u32,
+    ) -> Result<usize, ServiceError> {
+        let calls = self
+            .store
+            .claim_api_calls(owner, self.clock.now(), self.config.api.lease, limit)
+            .await?;
+        let n = calls.len();
+        let results = futures_util::future::join_all(
+            calls.into_iter().map(|call| self.perform(caller, call)),
+        )
+        .await;
+        for result in results {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "api call bookkeeping failed; the call is retried after its lease");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn perform<H: HttpCaller>(
+        &self,
+        caller: &H,
+        call: ApiCallRecord,
+    ) -> Result<(), ServiceError> {
+        let wait_id = call.wait_id;
+        let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts);
+        let outcome = tracing::Instrument::instrument(caller.call(&call.request), span).await;
+        let now = self.clock.now();
+        let failure = match outcome {
+            Ok(reply) if (200..300).contains(&reply.status) => {
+                tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, url = %call.request.url, "api call succeeded");
+                if call.request.response_mode == ResponseMode::Sync {
+                    let headers = reply.headers.clone();
+                    let delivery = Delivery {
+                        tenant_id: call.tenant.to_string(),
+                        correlation_id: call.correlation_id.to_string(),
+                        execution_id: Some(call.execution_id.to_string()),
+                        channel: Channel::Source(SourceName::api()),
+                        payload: Delivery::api_payload(
+                            u32::from(reply.status),
+                            headers,
+                            &reply.body,
+                        ),
+                        event_key: format!("api-call:{wait_id}"),
+                    };
+                    match self.deliver(delivery).await {
+                        Ok(_) | Err(ServiceError::ExecutionMismatch(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.store.finish_api_call(wait_id, now).await?;
+                return Ok(());
+            }
+            Ok(reply) if reply.status == 429 || reply.status >= 500 => {
+                let reason = format!(
+                    "{} answered {}{}",
+                    call.request.url,
+                    reply.status,
+                    snippet(&reply.body)
+                );
+                Err((reason, retry_after(&reply)))
+            }
+            Ok(reply) => Ok(format!(
+                "{} answered {}{}",
+                call.request.url,
+                reply.status,
+                snippet(&reply.body)
+            )),
+            Err(CallFailure::Transient(reason)) => Err((reason, None)),
+            Err(CallFailure::Permanent(reason)) => Ok(reason),
+        };
+        // Ok(reason): permanent. Err((reason, retry_after)): transient.
+        let permanent = match failure {
+            Err((reason, retry_after)) if call.attempts < self.config.api.max_attempts => {
+                let exp = self
+                    .config
+                    .api
+                    .backoff
+                    .saturating_mul(1 << call.attempts.saturating_sub(1).min(16));
+                let delay = exp
+                    .min(self.config.api.max_backoff)
+                    .max(retry_after.unwrap_or_default());
+                tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, retry_in_ms = delay.as_millis() as u64, "api call failed; retrying");
+                self.store
+                    .retry_api_call(wait_id, now.plus(delay), &reason, now)
+                    .await?;
+                return Ok(());
+            }
+            Err((reason, _)) => {
+                format!("api call failed after {} attempts: {reason}", call.attempts)
+            }
+            Ok(reason) => format!("api call failed: {reason}"),
+        };
+        tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, reason = %permanent, "api call failed for good; failing the wait");
+        self.store.fail_api_call(wait_id, &permanent, now).await?;
+        self.fail(wait_id, permanent).await
+    }
+
+    /// Fails an open wait with a reason (its resume carries outcome `failed`).
+    async fn fail(&self, wait_id: WaitId, reason: String) -> Result<(), ServiceError> {
+        for attempt in 0..=self.config.max_conflict_retries {
+            let Some(stored) = self.store.get_wait(wait_id).await? else {
+                return Ok(());
+            };
+            let now = self.clock.now();
+            let mut wait = stored.clone();
+            if wait.state.fail(reason.clone(), now).is_err() {
+                return Ok(()); // already decided: the failure changes nothing
+            }
+            wait.version += 1;
+            wait.updated_at = now;
+            let mut tx = self.store.begin().await?;
+            if !tx.update_wait(&wait, stored.version).await? {
+                drop(tx);
+                backoff(attempt).await;
+                continue;
+            }
+            if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
+                tx.insert_resume(&resume).await?;
+            }
+            return Ok(tx.commit().await?);
+        }
+        Err(ServiceError::Contended(wait_id.to_string()))
     }
 
     /// Notified when a registration introduced a Kafka topic (or id fields) this instance had
@@ -251,7 +475,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             )
         };
         let workflow_id = (!request.workflow_id.is_empty()).then(|| request.workflow_id.clone());
+        let request_traceparent = request.traceparent.clone();
         for attempt in 0..=self.config.max_conflict_retries {
+            let mut calls_added = false;
             let now = self.clock.now();
             let correlation_id = chosen.clone().unwrap_or_else(|| {
                 CorrelationId::parse(uuid::Uuid::new_v4().to_string())
@@ -344,6 +570,40 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             for topic in &new_topics {
                 tx.remember_topic(topic, now).await?;
             }
+            // The API call goes out only after this transaction commits, and only if the wait
+            // still needs it.
+            if let Some(call) = spec.api_call()
+                && wait.state.is_open()
+                && !wait.state.satisfied().contains(&SourceName::api())
+            {
+                let mut request = call
+                    .render(
+                        &request.input_variables,
+                        wait.state.key.id,
+                        &correlation_id,
+                        &execution_id,
+                    )
+                    .map_err(ServiceError::InvalidConfig)?;
+                self.check_destination(&request.url)?;
+                if let Some(traceparent) = &request_traceparent {
+                    request
+                        .headers
+                        .insert("traceparent".into(), traceparent.clone());
+                }
+                tx.insert_api_call(
+                    &ApiCallRecord {
+                        wait_id: wait.state.key.id,
+                        tenant: tenant.clone(),
+                        correlation_id: correlation_id.clone(),
+                        execution_id: execution_id.clone(),
+                        request,
+                        attempts: 0,
+                    },
+                    now,
+                )
+                .await?;
+                calls_added = true;
+            }
             let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
             tx.mark_buffered_applied(&ids, wait.state.key.id, now)
                 .await?;
@@ -351,6 +611,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 tx.insert_resume(&resume).await?;
             }
             tx.commit().await?;
+            if calls_added {
+                self.calls_pending.notify_one();
+            }
             if !new_topics.is_empty() {
                 self.known_topics
                     .lock()
@@ -649,6 +912,42 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     pub async fn release_resumes(&self, owner: &str) -> Result<u64, ServiceError> {
         Ok(self.store.release_resumes(owner).await?)
     }
+}
+
+/// Whether an address is loopback, private, link-local or otherwise not a public destination.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || a == 0
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(body);
+    let cut: String = text.chars().take(200).collect();
+    format!(": {cut}")
 }
 
 /// The Kafka topics of a spec with their id fields.
