@@ -28,10 +28,9 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
         ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE_MS", "2000"),
         ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
         ("RENDEZVOUS__KAFKA__ENABLED", "false"),
-        // The seed configs call https://external-service.com, unreachable here: keep retrying
-        // quietly rather than failing waits mid-test. API-call tests override these.
-        ("RENDEZVOUS__API__MAX_ATTEMPTS", "1000"),
-        ("RENDEZVOUS__API__BACKOFF_MS", "5000"),
+        // The seed configs call https://external-service.com, unreachable here: calls are
+        // recorded but not made. The API-call tests turn them on against a fake service.
+        ("RENDEZVOUS__API__ENABLED", "false"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -119,6 +118,7 @@ impl TestApp {
                 execution_id: execution_id.into(),
                 node_id: "node-1".into(),
                 node_config_json: config.to_string(),
+                input_variables: seed_variables(),
                 ..Default::default()
             })
             .await?
@@ -434,4 +434,9 @@ impl FakeApi {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Input variables for the seed configs' templates (`{{input_data}}`).
+pub fn seed_variables() -> std::collections::HashMap<String, String> {
+    [("input_data".to_owned(), "test-input".to_owned())].into()
 }

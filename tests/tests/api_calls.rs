@@ -17,6 +17,7 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn app(backend: Backend, env: &[(&str, &str)]) -> Result<(TestDatabase, TestApp)> {
     let db = TestDatabase::create(backend).await?;
     let mut all = vec![
+        ("RENDEZVOUS__API__ENABLED", "true"),
         ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
         ("RENDEZVOUS__API__BACKOFF_MS", "50"),
         ("RENDEZVOUS__API__MAX_ATTEMPTS", "3"),
@@ -208,6 +209,7 @@ async fn the_callback_may_arrive_before_the_http_response() -> Result<()> {
     let mut app = TestApp::start(
         &db.url,
         &[
+            ("RENDEZVOUS__API__ENABLED", "true"),
             ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
             ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
         ],
@@ -324,6 +326,7 @@ async fn seed_scenarios_end_to_end_through_grpc_kafka_and_the_http_call() -> Res
                 &[
                     ("RENDEZVOUS__KAFKA__ENABLED", "true"),
                     ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL_MS", "200"),
+                    ("RENDEZVOUS__API__ENABLED", "true"),
                     ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
                     ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
                 ],
@@ -370,7 +373,18 @@ async fn seed_scenarios_end_to_end_through_grpc_kafka_and_the_http_call() -> Res
                     .await?;
                 publish.await?;
             }
-            let resume = engine.next(Duration::from_secs(30)).await?;
+            let resume = match engine.next(Duration::from_secs(30)).await {
+                Ok(resume) => resume,
+                Err(e) => {
+                    let w = app.get(&r.wait_id).await?;
+                    anyhow::bail!(
+                        "{e}: {backend:?}, kafka first {kafka_first}: wait {:?} received {:?} ignored {:?}",
+                        w.status(),
+                        w.received,
+                        w.ignored
+                    );
+                }
+            };
             assert_eq!(
                 (resume.wait_id.as_str(), resume.outcome()),
                 (r.wait_id.as_str(), v1::Outcome::Completed)

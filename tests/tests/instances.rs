@@ -107,7 +107,8 @@ async fn two_instances_one_resume_per_wait() -> Result<()> {
     ensure!(expected == got, "resumes for exactly the registered waits");
     // Delivery is at least once: a resume whose ack was slower than the ack timeout may come
     // again, but always as the same decision (same resume id), never a new one.
-    loop {
+    let drain_until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < drain_until {
         let resume = tokio::select! {
             r = engine_a.next(Duration::from_secs(3)) => r,
             r = engine_b.next(Duration::from_secs(3)) => r,

@@ -415,6 +415,7 @@ async fn events_before_registration_are_buffered(backend: Backend) -> Result<()>
             execution_id: "exec-e".into(),
             node_id: "node-1".into(),
             node_config_json: seed("01-wait-for-both.json").to_string(),
+            input_variables: rendezvous_tests::seed_variables(),
             correlation_id: correlation_id.clone(),
             ..Default::default()
         })
@@ -444,6 +445,7 @@ async fn register_is_idempotent(backend: Backend) -> Result<()> {
         execution_id: "exec-i".into(),
         node_id: "node-1".into(),
         node_config_json: seed("01-wait-for-both.json").to_string(),
+        input_variables: rendezvous_tests::seed_variables(),
         idempotency_key: "attempt-1".into(),
         ..Default::default()
     };

@@ -217,12 +217,14 @@ impl Application {
             allow_private_networks: config.api.allow_private_networks,
         })
         .map_err(anyhow::Error::msg)?;
-        let dispatcher = tokio::spawn(dispatch_calls(
-            service.clone(),
-            caller,
-            config.clone(),
-            stopped.clone(),
-        ));
+        let dispatcher = config.api.enabled.then(|| {
+            tokio::spawn(dispatch_calls(
+                service.clone(),
+                caller,
+                config.clone(),
+                stopped.clone(),
+            ))
+        });
         let ingress = config.kafka.enabled.then(|| {
             let k = &config.kafka;
             let mut ingress_config = IngressConfig::new(&k.brokers, &k.group_id);
@@ -264,7 +266,9 @@ impl Application {
             }
         };
         let _ = sweeper.await;
-        let _ = dispatcher.await;
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
         if let Some(ingress) = ingress {
             match ingress.await {
                 Ok(Ok(())) => {}

@@ -36,6 +36,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
+    /// Make the API calls. Off: calls are still recorded with their waits and are made once an
+    /// instance with calls enabled runs.
+    pub enabled: bool,
     /// URL prefixes or host names API calls may go to. Empty: any public host.
     pub allowed: Vec<String>,
     /// Allow loopback and private addresses (off: SSRF protection).
@@ -201,6 +204,7 @@ max_batch = 500
 auto_offset_reset = "earliest"
 
 [api]
+enabled = true
 allowed = []
 allow_private_networks = false
 timeout_ms = 10000

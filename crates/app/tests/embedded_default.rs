@@ -92,6 +92,7 @@ async fn runs_with_no_configuration_and_stops_on_sigterm() {
             execution_id: "exec-1".into(),
             node_id: "node-1".into(),
             node_config_json: config.into(),
+            input_variables: [("input_data".to_owned(), "x".to_owned())].into(),
             ..Default::default()
         })
         .await

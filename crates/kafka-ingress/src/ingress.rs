@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientContext, TopicPartitionList};
 use rendezvous_domain::Channel;
@@ -224,7 +225,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "kafka consumer error");
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                            // A wait named a topic that does not exist yet. Subscribe again at
+                            // the next refresh, so the topic is picked up once it is created.
+                            tracing::info!(error = %e, "a subscribed topic does not exist yet; will subscribe again");
+                            subscribed.clear();
+                        } else {
+                            tracing::warn!(error = %e, "kafka consumer error");
+                        }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },

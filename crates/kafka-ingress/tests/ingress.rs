@@ -110,6 +110,7 @@ async fn register(h: &Harness, execution: &str, config: &Value) -> String {
             execution_id: execution.into(),
             node_id: "node".into(),
             node_config_json: config.to_string(),
+            input_variables: [("input_data".to_owned(), "x".to_owned())].into(),
             ..Default::default()
         })
         .await
