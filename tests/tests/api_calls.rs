@@ -402,3 +402,42 @@ async fn seed_scenarios_end_to_end_through_grpc_kafka_and_the_http_call() -> Res
     }
     Ok(())
 }
+
+/// A committed wait whose call was never made (its instance could not make it, or died) is
+/// picked up and made by another instance on the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_makes_a_call_that_was_never_made() -> Result<()> {
+    let fake = FakeApi::start(vec![Reply::Json(200, json!({}))], None).await?;
+    let db = TestDatabase::create(Backend::Postgres).await?;
+    // Instance A records the call with the wait but does not make it.
+    let mut a = TestApp::start(
+        &db.url,
+        &[("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true")],
+    )
+    .await?;
+    let r = register(
+        &mut a,
+        "exec-handover",
+        &seed_1_at(&fake.url),
+        &[("input_data", "x")],
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.requests().is_empty());
+    a.stop().await?;
+    // Instance B, calls enabled, finds it in the call outbox and makes it, once.
+    let b = TestApp::start(
+        &db.url,
+        &[
+            ("RENDEZVOUS__API__ENABLED", "true"),
+            ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
+            ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
+        ],
+    )
+    .await?;
+    let request = fake.wait_for(1, WAIT).await?.remove(0);
+    assert_eq!(request.headers["idempotency-key"], r.wait_id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.requests().len(), 1);
+    b.stop().await
+}
