@@ -57,8 +57,8 @@ impl Default for ApiPolicy {
         Self {
             allowed: Vec::new(),
             allow_private_networks: false,
-            max_attempts: 5,
-            backoff: Duration::from_millis(500),
+            max_attempts: 8,
+            backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             lease: Duration::from_secs(60),
         }
