@@ -383,14 +383,33 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
 
     /// Fails an open wait with a reason (its resume carries outcome `failed`).
     async fn fail(&self, wait_id: WaitId, reason: String) -> Result<(), ServiceError> {
+        let lookup = WaitLookup::Id {
+            wait_id: wait_id.to_string(),
+            tenant_id: String::new(),
+        };
+        match self
+            .close(lookup, |state, now| state.fail(reason.clone(), now))
+            .await
+        {
+            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes an open wait with `decide` (cancel or fail) by compare-and-set, writing its resume
+    /// in the same transaction. Returns the wait and whether this call closed it (a wait
+    /// already decided is returned unchanged).
+    async fn close(
+        &self,
+        lookup: WaitLookup,
+        decide: impl Fn(&mut WaitState, Timestamp) -> Result<(), rendezvous_domain::Resolution>,
+    ) -> Result<(StoredWait, bool), ServiceError> {
         for attempt in 0..=self.config.max_conflict_retries {
-            let Some(stored) = self.store.get_wait(wait_id).await? else {
-                return Ok(());
-            };
+            let stored = self.get(lookup.clone()).await?;
             let now = self.clock.now();
             let mut wait = stored.clone();
-            if wait.state.fail(reason.clone(), now).is_err() {
-                return Ok(()); // already decided: the failure changes nothing
+            if decide(&mut wait.state, now).is_err() {
+                return Ok((stored, false));
             }
             wait.version += 1;
             wait.updated_at = now;
@@ -403,9 +422,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
                 tx.insert_resume(&resume).await?;
             }
-            return Ok(tx.commit().await?);
+            tx.commit().await?;
+            let k = &wait.state.key;
+            tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, status = %wait.state.status(), "wait closed");
+            return Ok((wait, true));
         }
-        Err(ServiceError::Contended(wait_id.to_string()))
+        Err(ServiceError::Contended(format!("{lookup:?}")))
     }
 
     /// Notified when a registration introduced a Kafka topic (or id fields) this instance had
@@ -817,30 +839,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         reason: String,
     ) -> Result<(StoredWait, bool), ServiceError> {
         let reason = (!reason.is_empty()).then_some(reason);
-        for attempt in 0..=self.config.max_conflict_retries {
-            let stored = self.get(lookup.clone()).await?;
-            let now = self.clock.now();
-            let mut wait = stored.clone();
-            if wait.state.cancel(reason.clone(), now).is_err() {
-                return Ok((stored, false));
-            }
-            wait.version += 1;
-            wait.updated_at = now;
-            let mut tx = self.store.begin().await?;
-            if !tx.update_wait(&wait, stored.version).await? {
-                drop(tx);
-                backoff(attempt).await;
-                continue;
-            }
-            if let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()) {
-                tx.insert_resume(&resume).await?;
-            }
-            tx.commit().await?;
-            let k = &wait.state.key;
-            tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, "wait cancelled");
-            return Ok((wait, true));
-        }
-        Err(ServiceError::Contended(format!("{lookup:?}")))
+        self.close(lookup, |state, now| state.cancel(reason.clone(), now))
+            .await
     }
 
     /// One wait.
