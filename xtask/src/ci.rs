@@ -40,7 +40,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 
 /// The tests use the PostgreSQL server at 127.0.0.1:5432; start the machine's cluster when it
 /// is down (the same command the machine's own start-up uses).
-fn ensure_postgres() -> Result<()> {
+pub(crate) fn ensure_postgres() -> Result<()> {
     let ready = || {
         Command::new("pg_isready")
             .args(["-h", "127.0.0.1", "-p", "5432", "-q"])

@@ -2,8 +2,10 @@
 
 mod ci;
 mod codegen;
+mod e2e;
 #[cfg(test)]
 mod tidy;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +14,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   codegen [--check]   generate Rust code from proto/ (--check: fail when the checked-in code is stale)
-  ci                  what CI runs: fmt, clippy, codegen --check, every test (starts PostgreSQL if down)";
+  ci                  what CI runs: fmt, clippy, codegen --check, every test (starts PostgreSQL if down)
+  e2e [--waits N]     three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
+  tools               install the tools e2e and bench need (Tansu) into the machine's tool cache";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +25,8 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(codegen::Mode::Write),
         ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
         ["ci"] => ci::run(),
+        ["tools"] => tools::run(),
+        ["e2e", rest @ ..] => e2e::run(rest),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,64 @@
+//! Tools the e2e and bench tasks need, installed by xtask into a cache outside the repo
+//! (`$RENDEZVOUS_TOOLS_DIR`, default `~/.cache/rendezvous-tools`), so a machine pays each
+//! install once and a clean clone finds them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The Tansu version the e2e runs against.
+pub(crate) const TANSU_VERSION: &str = "0.6.0";
+
+/// The cache directory.
+pub(crate) fn dir() -> PathBuf {
+    std::env::var_os("RENDEZVOUS_TOOLS_DIR").map_or_else(
+        || {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+            home.join(".cache/rendezvous-tools")
+        },
+        PathBuf::from,
+    )
+}
+
+/// The Tansu broker binary, installed with `cargo install` on first use (about ten minutes on a
+/// 2-core machine).
+pub(crate) fn tansu() -> Result<PathBuf> {
+    let root = dir().join(format!("tansu-{TANSU_VERSION}"));
+    let binary = root.join("bin/tansu");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    eprintln!(
+        "tools: installing tansu {TANSU_VERSION} into {} (once per machine)",
+        root.display()
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "install",
+            "tansu",
+            "--version",
+            TANSU_VERSION,
+            "--locked",
+            "--features",
+            "dynostore",
+            "--root",
+        ])
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", dir().join("build"))
+        .status()
+        .context("running cargo install tansu")?;
+    if !status.success() || !binary.is_file() {
+        bail!("installing tansu failed ({status})");
+    }
+    Ok(binary)
+}
+
+/// `cargo xtask tools`: installs every tool and prints where.
+pub(crate) fn run() -> Result<()> {
+    let tansu = tansu()?;
+    eprintln!("tools: tansu at {}", tansu.display());
+    Ok(())
+}
