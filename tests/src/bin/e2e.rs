@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use rendezvous_tests::{Engine, seed, seed_variables};
+use rendezvous_tests::{seed, seed_variables};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -297,19 +297,26 @@ type Seen = Arc<Mutex<HashMap<String, Vec<(String, i32, Instant)>>>>;
 fn engine(channel: Channel, seen: Seen) {
     tokio::spawn(async move {
         loop {
-            let Ok(mut stream) =
-                Engine::connect(WaitServiceClient::new(channel.clone()), 256).await
-            else {
+            // The default tenant only: scenarios with a tenant of their own run their own engine.
+            let Ok((acks, mut stream)) = subscribe(channel.clone(), "default".into()).await else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             };
-            while let Ok(resume) = stream.next(Duration::from_secs(3600)).await {
+            while let Ok(Some(v1::ResumeStreamResponse {
+                message: Some(v1::resume_stream_response::Message::Resume(resume)),
+            })) = stream.message().await
+            {
                 seen.lock()
                     .expect("lock")
                     .entry(resume.wait_id.clone())
                     .or_default()
                     .push((resume.resume_id.clone(), resume.outcome, Instant::now()));
-                let _ = stream.ack(&resume).await;
+                let ack = v1::resume_stream_request::Message::Ack(v1::Ack {
+                    resume_id: resume.resume_id,
+                });
+                let _ = acks
+                    .send(v1::ResumeStreamRequest { message: Some(ack) })
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -485,11 +492,140 @@ async fn scenario_timeout_and_cancel(world: &World) -> Result<()> {
         .await
 }
 
+async fn scenario_seed_configs_and_strategies(world: &World) -> Result<()> {
+    // Seed 2 (any): the Kafka event alone completes it.
+    let mut any = seed("02-wait-for-any.json");
+    any["data"]["apiCall"]["url"] = json!(format!("{}/call/none", world.external_url));
+    let exec = format!("exec-{}", uuid::Uuid::new_v4());
+    let r = world.register(&exec, &any, "").await?;
+    world.external.publish(&r.correlation_id, &exec).await?;
+    world
+        .expect_outcome(&r.wait_id, v1::Outcome::Completed)
+        .await?;
+    // Seed 3 (api only): the callback alone completes it.
+    let mut api_only = seed("03-api-only.json");
+    api_only["data"]["apiCall"]["url"] =
+        json!(format!("{}/call/api-then-kafka", world.external_url));
+    let r = world
+        .register(&format!("exec-{}", uuid::Uuid::new_v4()), &api_only, "")
+        .await?;
+    world
+        .expect_outcome(&r.wait_id, v1::Outcome::Completed)
+        .await?;
+    // required_only and custom over the seed's two sources: the API response suffices.
+    for strategy in [
+        json!("required_only"),
+        json!({"type": "custom", "sources": ["api"]}),
+    ] {
+        let mut config = world.seed_1("none");
+        config["data"]["kafkaEvent"]["required"] = json!(false);
+        config["data"]["aggregationStrategy"] = strategy;
+        let exec = format!("exec-{}", uuid::Uuid::new_v4());
+        let r = world.register(&exec, &config, "").await?;
+        world.external.callback(&r.correlation_id, &exec).await?;
+        world
+            .expect_outcome(&r.wait_id, v1::Outcome::Completed)
+            .await?;
+    }
+    Ok(())
+}
+
+type ResumeSub = (
+    tokio::sync::mpsc::Sender<v1::ResumeStreamRequest>,
+    tonic::Streaming<v1::ResumeStreamResponse>,
+);
+
+async fn subscribe(channel: Channel, tenant: String) -> Result<ResumeSub> {
+    let (acks, rx) = tokio::sync::mpsc::channel(8);
+    let message = v1::resume_stream_request::Message::Subscribe(v1::Subscribe {
+        tenant_id: tenant,
+        max_in_flight: 8,
+    });
+    acks.send(v1::ResumeStreamRequest {
+        message: Some(message),
+    })
+    .await?;
+    let stream = WaitServiceClient::new(channel)
+        .resume_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((acks, stream))
+}
+
+async fn next_resume(
+    stream: &mut tonic::Streaming<v1::ResumeStreamResponse>,
+) -> Result<v1::Resume> {
+    match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
+        Ok(Ok(Some(v1::ResumeStreamResponse {
+            message: Some(v1::resume_stream_response::Message::Resume(r)),
+        }))) => Ok(r),
+        other => bail!("no resume: {other:?}"),
+    }
+}
+
+/// An engine that disconnects without acking gets the resume again on reconnect (to another
+/// instance); once acknowledged it never comes back.
+async fn scenario_engine_reconnects(world: &World, instances: &[Instance]) -> Result<()> {
+    // A tenant of its own, so the always-on engine does not take these resumes.
+    let tenant = format!("t-{}", fastrand::u32(..));
+    let exec = format!("exec-{}", uuid::Uuid::new_v4());
+    let r = world
+        .client()
+        .register_wait(v1::RegisterWaitRequest {
+            execution_id: exec.clone(),
+            node_id: "wait-1".into(),
+            node_config_json:
+                json!({"type": "wait_events", "data": {"sources": {"done": {"type": "callback"}}}})
+                    .to_string(),
+            tenant_id: tenant.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    world.callbacks[0]
+        .clone()
+        .deliver_event(v1::DeliverEventRequest {
+            correlation_id: r.correlation_id.clone(),
+            execution_id: exec,
+            source: "done".into(),
+            payload_json: "{}".into(),
+            event_key: "e".into(),
+            tenant_id: tenant.clone(),
+        })
+        .await?;
+    let (acks, mut stream) = subscribe(instances[0].channel().await?, tenant.clone()).await?;
+    let first = next_resume(&mut stream).await?;
+    ensure!(first.wait_id == r.wait_id);
+    drop((acks, stream));
+    let (acks, mut stream) = subscribe(instances[1].channel().await?, tenant.clone()).await?;
+    let again = next_resume(&mut stream).await?;
+    ensure!(
+        again.resume_id == first.resume_id && again.delivery_attempt >= 2,
+        "redelivered after the reconnect"
+    );
+    let ack = v1::resume_stream_request::Message::Ack(v1::Ack {
+        resume_id: again.resume_id.clone(),
+    });
+    acks.send(v1::ResumeStreamRequest { message: Some(ack) })
+        .await?;
+    drop(acks);
+    while let Ok(Some(_)) = stream.message().await {}
+    let (_acks, mut stream) = subscribe(instances[2].channel().await?, tenant).await?;
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(3), stream.message())
+            .await
+            .is_err(),
+        "an acknowledged resume came back"
+    );
+    Ok(())
+}
+
 /// The load phase: `n` waits through random instances, events in random order; one instance
 /// is SIGKILLed half-way and restarted. Every wait must be decided once.
 async fn load(world: &World, instances: &mut [Instance], n: usize) -> Result<String> {
     let started = Instant::now();
     let mut registered = Vec::with_capacity(n);
+    let mut registered_at: HashMap<String, Instant> = HashMap::with_capacity(n);
     let mut killed = false;
     let mut batch = Vec::new();
     for i in 0..n {
@@ -507,7 +643,10 @@ async fn load(world: &World, instances: &mut [Instance], n: usize) -> Result<Str
         if batch.len() == 64 || i + 1 == n {
             for (exec, r) in futures_util::future::join_all(batch.drain(..)).await {
                 match r {
-                    Ok(r) => registered.push(r.wait_id),
+                    Ok(r) => {
+                        registered_at.insert(r.wait_id.clone(), Instant::now());
+                        registered.push(r.wait_id);
+                    }
                     // The killed instance refuses: the engine retries on another.
                     Err(_) => registered.push(
                         world
@@ -552,10 +691,31 @@ async fn load(world: &World, instances: &mut [Instance], n: usize) -> Result<Str
             "wait {w} decided twice or not completed: {resumes:?}"
         );
     }
+    // Registration-to-resume latency (the external service answers at once, so this covers
+    // the call, both events and the resume; the finer last-event split is the bench's job).
+    let mut latencies: Vec<Duration> = registered
+        .iter()
+        .filter_map(|w| {
+            Some(
+                seen[w][0]
+                    .2
+                    .saturating_duration_since(*registered_at.get(w)?),
+            )
+        })
+        .collect();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     Ok(format!(
-        "{n} waits, {:.0} joins/s over {:.1} s, one instance SIGKILLed and restarted",
+        "{n} waits, {:.0} joins/s over {:.1} s, register to resume p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms; one instance SIGKILLed and restarted",
         n as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99)
     ))
 }
 
@@ -707,6 +867,14 @@ async fn run() -> Result<bool> {
     scenario!(
         "timeout (both policies) and cancel",
         scenario_timeout_and_cancel(&world)
+    );
+    scenario!(
+        "seed configs 2 and 3, required_only, custom",
+        scenario_seed_configs_and_strategies(&world)
+    );
+    scenario!(
+        "engine disconnects and reconnects elsewhere",
+        scenario_engine_reconnects(&world, &instances)
     );
     let started = Instant::now();
     let report = load(&world, &mut instances, args.waits).await;
