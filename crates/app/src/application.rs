@@ -235,6 +235,11 @@ impl Application {
             ingress_config.tenant_header = k.tenant_header.clone();
             ingress_config.max_batch = k.max_batch;
             ingress_config.auto_offset_reset = k.auto_offset_reset.clone();
+            if !k.group_instance_id.is_empty() {
+                ingress_config
+                    .properties
+                    .insert("group.instance.id".into(), k.group_instance_id.clone());
+            }
             if embedded_kafka.is_some() {
                 // The mock cluster creates topics on first use; a wait may name one first.
                 ingress_config

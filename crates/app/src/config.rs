@@ -83,6 +83,10 @@ pub struct KafkaSection {
     pub max_batch: usize,
     /// Where the group starts on a topic it has no offset for: `earliest` or `latest`.
     pub auto_offset_reset: String,
+    /// Static group membership: a stable id per instance (e.g. the pod name). A restarted
+    /// instance with the same id gets its partitions back at once instead of after the
+    /// session timeout. Empty: dynamic membership.
+    pub group_instance_id: String,
 }
 
 /// `[server]`
@@ -202,6 +206,7 @@ event_id_field = "event_id"
 tenant_header = "tenant_id"
 max_batch = 500
 auto_offset_reset = "earliest"
+group_instance_id = ""
 
 [api]
 enabled = true

@@ -782,10 +782,16 @@ async fn run() -> Result<bool> {
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([(
-            "RENDEZVOUS__DATA_DIR".to_owned(),
-            args.out.join(name).display().to_string(),
-        )])
+        .chain([
+            (
+                "RENDEZVOUS__DATA_DIR".to_owned(),
+                args.out.join(name).display().to_string(),
+            ),
+            (
+                "RENDEZVOUS__KAFKA__GROUP_INSTANCE_ID".to_owned(),
+                name.to_owned(),
+            ),
+        ])
         .collect()
     };
     let mut instances = Vec::new();
