@@ -118,8 +118,9 @@ async fn register(h: &Harness, execution: &str, config: &Value) -> String {
     r.wait.state.key.correlation_id.to_string()
 }
 
+/// Polls `check` for up to 60 s (consumer-group joins are slow on a loaded 2-core machine).
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..600 {
         if check().await {
             return;
         }
