@@ -207,15 +207,21 @@ pub struct Engine {
 
 impl Engine {
     /// Subscribes on a client.
-    pub async fn connect(
+    pub async fn connect(client: WaitServiceClient<Channel>, max_in_flight: u32) -> Result<Self> {
+        Self::connect_tenant(client, "", max_in_flight).await
+    }
+
+    /// Subscribes for one tenant's resumes only (empty: every tenant).
+    pub async fn connect_tenant(
         mut client: WaitServiceClient<Channel>,
+        tenant_id: &str,
         max_in_flight: u32,
     ) -> Result<Self> {
         let (acks, rx) = mpsc::channel(1024);
         acks.send(v1::ResumeStreamRequest {
             message: Some(v1::resume_stream_request::Message::Subscribe(
                 v1::Subscribe {
-                    tenant_id: String::new(),
+                    tenant_id: tenant_id.to_owned(),
                     max_in_flight,
                 },
             )),

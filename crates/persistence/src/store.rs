@@ -91,11 +91,12 @@ struct StoredCall {
     request: rendezvous_domain::ApiRequest,
 }
 
-/// Positional placeholder `n` (1-based) in the backend's syntax.
+/// Numbered placeholder `n` (1-based) in the backend's syntax (`$n`, or `?n` on SQLite), so a
+/// parameter may be used more than once.
 fn ph(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
+        _ => format!("?{n}"),
     }
 }
 
@@ -310,11 +311,7 @@ impl Store for SqlStore {
              ORDER BY next_attempt_at LIMIT {p4} {lock}) RETURNING *",
             p1 = ph(backend, 1),
             p2 = ph(backend, 2),
-            p3 = if backend == DbBackend::Postgres {
-                "$3".to_owned()
-            } else {
-                "?3".to_owned()
-            },
+            p3 = ph(backend, 3),
             p4 = ph(backend, 4),
         );
         let values: Vec<Value> = vec![

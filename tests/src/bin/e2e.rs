@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use rendezvous_tests::{seed, seed_variables};
+use rendezvous_tests::{Engine, seed, seed_variables};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -298,25 +298,18 @@ fn engine(channel: Channel, seen: Seen) {
     tokio::spawn(async move {
         loop {
             // The default tenant only: scenarios with a tenant of their own run their own engine.
-            let Ok((acks, mut stream)) = subscribe(channel.clone(), "default".into()).await else {
+            let client = WaitServiceClient::new(channel.clone());
+            let Ok(mut stream) = Engine::connect_tenant(client, "default", 256).await else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             };
-            while let Ok(Some(v1::ResumeStreamResponse {
-                message: Some(v1::resume_stream_response::Message::Resume(resume)),
-            })) = stream.message().await
-            {
+            while let Ok(resume) = stream.next(Duration::from_secs(3600)).await {
                 seen.lock()
                     .expect("lock")
                     .entry(resume.wait_id.clone())
                     .or_default()
                     .push((resume.resume_id.clone(), resume.outcome, Instant::now()));
-                let ack = v1::resume_stream_request::Message::Ack(v1::Ack {
-                    resume_id: resume.resume_id,
-                });
-                let _ = acks
-                    .send(v1::ResumeStreamRequest { message: Some(ack) })
-                    .await;
+                let _ = stream.ack(&resume).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -530,39 +523,6 @@ async fn scenario_seed_configs_and_strategies(world: &World) -> Result<()> {
     Ok(())
 }
 
-type ResumeSub = (
-    tokio::sync::mpsc::Sender<v1::ResumeStreamRequest>,
-    tonic::Streaming<v1::ResumeStreamResponse>,
-);
-
-async fn subscribe(channel: Channel, tenant: String) -> Result<ResumeSub> {
-    let (acks, rx) = tokio::sync::mpsc::channel(8);
-    let message = v1::resume_stream_request::Message::Subscribe(v1::Subscribe {
-        tenant_id: tenant,
-        max_in_flight: 8,
-    });
-    acks.send(v1::ResumeStreamRequest {
-        message: Some(message),
-    })
-    .await?;
-    let stream = WaitServiceClient::new(channel)
-        .resume_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    Ok((acks, stream))
-}
-
-async fn next_resume(
-    stream: &mut tonic::Streaming<v1::ResumeStreamResponse>,
-) -> Result<v1::Resume> {
-    match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
-        Ok(Ok(Some(v1::ResumeStreamResponse {
-            message: Some(v1::resume_stream_response::Message::Resume(r)),
-        }))) => Ok(r),
-        other => bail!("no resume: {other:?}"),
-    }
-}
-
 /// An engine that disconnects without acking gets the resume again on reconnect (to another
 /// instance); once acknowledged it never comes back.
 async fn scenario_engine_reconnects(world: &World, instances: &[Instance]) -> Result<()> {
@@ -593,30 +553,23 @@ async fn scenario_engine_reconnects(world: &World, instances: &[Instance]) -> Re
             tenant_id: tenant.clone(),
         })
         .await?;
-    let (acks, mut stream) = subscribe(instances[0].channel().await?, tenant.clone()).await?;
-    let first = next_resume(&mut stream).await?;
+    let connect =
+        |channel: Channel| Engine::connect_tenant(WaitServiceClient::new(channel), &tenant, 8);
+    let within = Duration::from_secs(20);
+    let mut engine = connect(instances[0].channel().await?).await?;
+    let first = engine.next(within).await?;
     ensure!(first.wait_id == r.wait_id);
-    drop((acks, stream));
-    let (acks, mut stream) = subscribe(instances[1].channel().await?, tenant.clone()).await?;
-    let again = next_resume(&mut stream).await?;
+    drop(engine);
+    let mut engine = connect(instances[1].channel().await?).await?;
+    let again = engine.next(within).await?;
     ensure!(
         again.resume_id == first.resume_id && again.delivery_attempt >= 2,
         "redelivered after the reconnect"
     );
-    let ack = v1::resume_stream_request::Message::Ack(v1::Ack {
-        resume_id: again.resume_id.clone(),
-    });
-    acks.send(v1::ResumeStreamRequest { message: Some(ack) })
-        .await?;
-    drop(acks);
-    while let Ok(Some(_)) = stream.message().await {}
-    let (_acks, mut stream) = subscribe(instances[2].channel().await?, tenant).await?;
-    ensure!(
-        tokio::time::timeout(Duration::from_secs(3), stream.message())
-            .await
-            .is_err(),
-        "an acknowledged resume came back"
-    );
+    engine.ack(&again).await?;
+    engine.close().await?;
+    let mut engine = connect(instances[2].channel().await?).await?;
+    engine.expect_nothing(Duration::from_secs(3)).await?;
     Ok(())
 }
 
