@@ -85,9 +85,27 @@ impl Database {
                     .foreign_keys(true)
             });
         }
-        let conn = sea_orm::Database::connect(options).await.map_err(|e| {
-            StoreError::Unavailable(format!("connecting to {}: {e}", redact(&config.url)))
-        })?;
+        // Opening a SQLite file switches it to WAL, which needs a moment of exclusive access:
+        // another process opening the same file at that instant gets "database is locked"
+        // before the busy timeout applies, so that one error is retried briefly.
+        let mut attempt = 0;
+        let conn = loop {
+            match sea_orm::Database::connect(options.clone()).await {
+                Ok(conn) => break conn,
+                Err(e)
+                    if sqlite && attempt < 20 && e.to_string().contains("database is locked") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "connecting to {}: {e}",
+                        redact(&config.url)
+                    )));
+                }
+            }
+        };
         if config.run_migrations {
             migrate(&conn).await?;
         }
