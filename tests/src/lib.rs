@@ -2,6 +2,8 @@
 //! fresh SQLite file or a fresh PostgreSQL database, and drive it over gRPC the way a workflow
 //! engine and a callback gateway do. This file holds the helpers; tests live in `tests/`.
 
+pub mod procs;
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};

@@ -1,10 +1,11 @@
-//! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures.
+//! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures:
+//! formatting, codegen, clippy, every test, then the e2e.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{codegen, workspace_root};
+use crate::{codegen, e2e, workspace_root};
 
 pub(crate) fn run() -> Result<()> {
     ensure_postgres()?;
@@ -20,6 +21,10 @@ pub(crate) fn run() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    // The multi-instance e2e: release build, three instances, PostgreSQL, a Tansu broker
+    // (installed once per machine into the tool cache), faults and a 10,000-wait load phase.
+    eprintln!("ci: cargo xtask e2e");
+    e2e::run(e2e::Harness::E2e, &[])?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

@@ -1,23 +1,50 @@
-//! `cargo xtask e2e`: builds the release binaries, makes sure a Kafka broker is at hand (Tansu
-//! from the tool cache unless `KAFKA_BOOTSTRAP` is set) and PostgreSQL is up (unless
-//! `DATABASE_URL` is set), then runs `rendezvous-e2e` (tests/src/bin/e2e.rs), which starts three
-//! instances and runs the named scenarios. Logs of every process are kept in `target/e2e/`.
+//! `cargo xtask e2e` and `cargo xtask bench`: build the release binaries, make sure a Kafka
+//! broker is at hand (Tansu from the tool cache unless `KAFKA_BOOTSTRAP` is set) and PostgreSQL
+//! (`DATABASE_URL`; else a fresh database on the local server; else, or with
+//! `--throwaway-postgres`, a throwaway cluster), then run `rendezvous-e2e`
+//! (tests/src/bin/e2e.rs: three instances, named scenarios, a load phase) or `rendezvous-bench`
+//! (tests/src/bin/bench.rs: the two-event join benchmark). Logs of every process are kept in
+//! `target/e2e/` or `target/bench/`.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{ci, tools, workspace_root};
+use crate::{postgres, tools, workspace_root};
 
-pub(crate) fn run(extra: &[&str]) -> Result<()> {
+/// Which harness to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Harness {
+    E2e,
+    Bench,
+}
+
+pub(crate) fn run(harness: Harness, args: &[&str]) -> Result<()> {
     let root = workspace_root();
-    if std::env::var_os("DATABASE_URL").is_none() {
-        ci::ensure_postgres()?;
-    }
-    let tansu = if std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
+    let throwaway_flag = args.contains(&"--throwaway-postgres");
+    let extra: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--throwaway-postgres")
+        .collect();
+    let throwaway = if std::env::var_os("DATABASE_URL").is_none()
+        && (throwaway_flag || !postgres::local_server_ready())
+    {
+        Some(postgres::Throwaway::start()?)
+    } else {
+        None
+    };
+    // The e2e always needs a broker; the bench only with --kafka.
+    let needs_broker = harness == Harness::E2e || extra.contains(&"--kafka");
+    let tansu = if needs_broker && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
         Some(tools::tansu()?)
     } else {
         None
+    };
+    let (bin, dir) = match harness {
+        Harness::E2e => ("rendezvous-e2e", "e2e"),
+        Harness::Bench => ("rendezvous-bench", "bench"),
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
@@ -32,7 +59,7 @@ pub(crate) fn run(extra: &[&str]) -> Result<()> {
             "-p",
             "rendezvous-tests",
             "--bin",
-            "rendezvous-e2e",
+            bin,
         ])
         .current_dir(&root)
         .status()
@@ -40,24 +67,27 @@ pub(crate) fn run(extra: &[&str]) -> Result<()> {
     if !status.success() {
         bail!("building the release binaries failed");
     }
-    let target =
+    let target: PathBuf =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let out = target.join("e2e");
+    let out = target.join(dir);
     let _ = std::fs::remove_dir_all(&out);
-    let mut command = Command::new(target.join("release/rendezvous-e2e"));
+    let mut command = Command::new(target.join("release").join(bin));
     command
         .arg("--binary")
         .arg(target.join("release/rendezvous"))
         .arg("--out")
         .arg(&out)
-        .args(extra)
+        .args(&extra)
         .current_dir(&root);
+    if let Some(pg) = &throwaway {
+        command.env("DATABASE_URL", &pg.url);
+    }
     if let Some(tansu) = tansu {
         command.arg("--tansu").arg(tansu);
     }
-    let status = command.status().context("running rendezvous-e2e")?;
+    let status = command.status().with_context(|| format!("running {bin}"))?;
     if !status.success() {
-        bail!("e2e failed; process logs are in {}", out.display());
+        bail!("{bin} failed; process logs are in {}", out.display());
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod ci;
 mod codegen;
 mod e2e;
+mod postgres;
 #[cfg(test)]
 mod tidy;
 mod tools;
@@ -15,7 +16,12 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   codegen [--check]   generate Rust code from proto/ (--check: fail when the checked-in code is stale)
   ci                  what CI runs: fmt, clippy, codegen --check, every test (starts PostgreSQL if down)
-  e2e [--waits N]     three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
+  e2e [--waits N] [--throwaway-postgres]
+                      three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
+                      (DATABASE_URL / KAFKA_BOOTSTRAP use outside servers)
+  bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka]
+        [--floor-joins N] [--scale-waits N] [--ceiling-secs S]
+                      the two-event join benchmark (release build); prints a table and a JSON line
   tools               install the tools e2e and bench need (Tansu) into the machine's tool cache";
 
 fn main() -> ExitCode {
@@ -26,7 +32,8 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
         ["ci"] => ci::run(),
         ["tools"] => tools::run(),
-        ["e2e", rest @ ..] => e2e::run(rest),
+        ["e2e", rest @ ..] => e2e::run(e2e::Harness::E2e, rest),
+        ["bench", rest @ ..] => e2e::run(e2e::Harness::Bench, rest),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -10,6 +10,10 @@ use anyhow::{Context, Result, bail};
 /// The Tansu version the e2e runs against.
 pub(crate) const TANSU_VERSION: &str = "0.6.0";
 
+/// Its features: `libsql` for durable SQLite storage (the e2e restarts the broker and expects
+/// its log and group offsets back, as with any real broker), `dynostore` for memory storage.
+const TANSU_FEATURES: &str = "dynostore,libsql";
+
 /// The cache directory.
 pub(crate) fn dir() -> PathBuf {
     std::env::var_os("RENDEZVOUS_TOOLS_DIR").map_or_else(
@@ -25,7 +29,7 @@ pub(crate) fn dir() -> PathBuf {
 /// The Tansu broker binary, installed with `cargo install` on first use (about ten minutes on a
 /// 2-core machine).
 pub(crate) fn tansu() -> Result<PathBuf> {
-    let root = dir().join(format!("tansu-{TANSU_VERSION}"));
+    let root = dir().join(format!("tansu-{TANSU_VERSION}-libsql"));
     let binary = root.join("bin/tansu");
     if binary.is_file() {
         return Ok(binary);
@@ -43,7 +47,7 @@ pub(crate) fn tansu() -> Result<PathBuf> {
             TANSU_VERSION,
             "--locked",
             "--features",
-            "dynostore",
+            TANSU_FEATURES,
             "--root",
         ])
         .arg(&root)

@@ -319,6 +319,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
                 correlation_id: r.correlation_id,
                 execution_id: Some(r.execution_id),
                 channel: Channel::Source(SourceName::api()),
+                size: Delivery::api_size(&headers, &r.body),
                 payload: Delivery::api_payload(r.http_status, headers, &r.body),
                 event_key: r.idempotency_key,
             })
@@ -352,6 +353,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
                 correlation_id: r.correlation_id,
                 execution_id: Some(r.execution_id),
                 channel: Channel::Source(source),
+                size: r.payload_json.len(),
                 payload,
                 event_key: r.event_key,
             })

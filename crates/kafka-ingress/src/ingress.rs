@@ -405,6 +405,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                     execution_id: x.execution_id,
                     channel: Channel::Topic(message.topic().to_owned()),
                     payload: x.payload,
+                    size: message.payload().map_or(0, <[u8]>::len),
                     event_key: x.event_key,
                 };
                 match self.service.deliver(delivery).await {

@@ -8,8 +8,8 @@ use rendezvous_domain::{
     Timestamp, WaitId,
 };
 use rendezvous_ports::{
-    ApiCallRecord, BufferedEvent, Page, Quarantined, ResumeRecord, ResumeSignal, Store, StoreError,
-    StoreTx, StoredWait, TopicFields, WaitQuery,
+    ApiCallRecord, BufferedEvent, ChangeOutcome, Page, Quarantined, ResumeRecord, ResumeSignal,
+    Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
 };
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
@@ -124,6 +124,80 @@ impl Store for SqlStore {
             signal: self.signal.clone(),
             wrote_resume: false,
         })
+    }
+
+    /// On PostgreSQL one statement, committed on its own (one round trip): the compare-and-set
+    /// `UPDATE` (which also refuses when the inbox already has the event), the inbox row and
+    /// the resume with its `NOTIFY`, each insert running only if the update did. A statement
+    /// is atomic, so this is the transaction of the default, without its round trips.
+    async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
+        if self.backend() != DbBackend::Postgres {
+            return apply_change_in_tx(self, change).await;
+        }
+        let s = &change.wait.state;
+        let (event_key, source) = change.processed.map_or((None, None), |(k, s)| {
+            (Some(k.to_string()), Some(s.to_string()))
+        });
+        let resume = change.resume.map(json).transpose()?;
+        let sql = format!(
+            "WITH upd AS ( \
+               UPDATE waits SET status = $3, progress = $4, updated_at = $5, decided_at = $6, version = $7 \
+               WHERE id = $1 AND version = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) \
+               RETURNING id), \
+             inbox AS ( \
+               INSERT INTO processed_events (wait_id, event_key, source, processed_at) \
+               SELECT id, $8, $9, $5 FROM upd WHERE $8::text IS NOT NULL \
+               ON CONFLICT DO NOTHING RETURNING 1), \
+             outbox AS ( \
+               INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts) \
+               SELECT $10, id, $11, $12, $6, 0 FROM upd WHERE $12::text IS NOT NULL \
+               ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM outbox) \
+             SELECT (SELECT count(*) FROM upd) AS updated, \
+                    (SELECT count(*) FROM wake) AS woken, \
+                    EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) AS already"
+        );
+        let values: Vec<Value> = vec![
+            s.key.id.as_uuid().into(),
+            change.expected_version.into(),
+            s.status().as_str().into(),
+            progress_json(s)?.into(),
+            change.wait.updated_at.as_millis().into(),
+            s.resolution
+                .as_ref()
+                .map(|r| r.decided_at.as_millis())
+                .into(),
+            change.wait.version.into(),
+            event_key.into(),
+            source.into(),
+            change.resume.map(|r| r.resume_id).into(),
+            change.resume.map(|r| r.tenant.to_string()).into(),
+            resume.into(),
+        ];
+        let row = self
+            .conn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::Other("apply_change returned no row".into()))?;
+        let get = |c: &str| row.try_get::<i64>("", c).map_err(db_err);
+        if get("updated")? == 0 {
+            let already: bool = row.try_get("", "already").map_err(db_err)?;
+            return Ok(if already {
+                ChangeOutcome::AlreadyProcessed
+            } else {
+                ChangeOutcome::VersionMoved
+            });
+        }
+        if get("woken")? > 0 {
+            self.signal.notify_local();
+        }
+        Ok(ChangeOutcome::Applied)
     }
 
     async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError> {

@@ -9,7 +9,9 @@ use rendezvous_domain::{
 };
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlStore};
-use rendezvous_ports::{ResumeRecord, Store, StoreError, StoreTx, StoredWait, WaitQuery};
+use rendezvous_ports::{
+    ChangeOutcome, ResumeRecord, Store, StoreError, StoreTx, StoredWait, WaitChange, WaitQuery,
+};
 use serde_json::json;
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -102,6 +104,88 @@ async fn waits_round_trip_and_update_by_compare_and_set(backend: Backend) {
     let stored = store.get_wait(w.state.key.id).await.unwrap().unwrap();
     assert_eq!(stored, changed);
     assert_eq!(stored.state.status(), WaitStatus::WaitingForKafka);
+    database.close().await;
+}
+
+/// `apply_change` (one statement on PostgreSQL, a transaction on SQLite): compare-and-set,
+/// the inbox row, the resume, and nothing at all when it refuses.
+async fn changes_are_compare_and_set_with_inbox_and_resume(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    let w = wait(1, "c1", T0);
+    insert(&store, &w).await;
+    let e1 = EventKey::parse("e1").unwrap();
+    let api = SourceName::api();
+    let mut accepted = w.clone();
+    accepted.state.apply(event("e1"), at(1));
+    accepted.version = 2;
+    accepted.updated_at = at(1);
+    let change = |wait, expected_version, processed, resume| WaitChange {
+        wait,
+        expected_version,
+        processed,
+        resume,
+        now: at(1),
+    };
+    assert_eq!(
+        store
+            .apply_change(change(&accepted, 1, Some((&e1, &api)), None))
+            .await
+            .unwrap(),
+        ChangeOutcome::Applied
+    );
+    assert_eq!(
+        store.get_wait(w.state.key.id).await.unwrap().as_ref(),
+        Some(&accepted)
+    );
+    // A writer that loaded version 1 loses and writes nothing.
+    let mut stale = w.clone();
+    stale.version = 2;
+    assert_eq!(
+        store
+            .apply_change(change(&stale, 1, None, None))
+            .await
+            .unwrap(),
+        ChangeOutcome::VersionMoved
+    );
+    // The inbox already has e1: refused, nothing written (the version stays 2).
+    let mut replay = accepted.clone();
+    replay.version = 3;
+    replay.state.ignored_total += 1;
+    assert_eq!(
+        store
+            .apply_change(change(&replay, 2, Some((&e1, &api)), None))
+            .await
+            .unwrap(),
+        ChangeOutcome::AlreadyProcessed
+    );
+    assert_eq!(
+        store.get_wait(w.state.key.id).await.unwrap().as_ref(),
+        Some(&accepted)
+    );
+    // The deciding change writes its resume (once), which can then be claimed.
+    let mut decided = accepted.clone();
+    decided.state.cancel(None, at(2)).unwrap();
+    decided.version = 3;
+    let resume = ResumeRecord::of(&decided.state, uuid::Uuid::from_u128(77)).unwrap();
+    assert_eq!(
+        store
+            .apply_change(change(&decided, 2, None, Some(&resume)))
+            .await
+            .unwrap(),
+        ChangeOutcome::Applied
+    );
+    let claimed = store
+        .claim_resumes("a", None, at(3), Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.resume_id).collect::<Vec<_>>(),
+        [resume.resume_id]
+    );
+    assert_eq!(
+        store.get_wait(w.state.key.id).await.unwrap().as_ref(),
+        Some(&decided)
+    );
     database.close().await;
 }
 
@@ -443,6 +527,7 @@ macro_rules! conformance {
 
 conformance!(
     waits_round_trip_and_update_by_compare_and_set,
+    changes_are_compare_and_set_with_inbox_and_resume,
     uniqueness_rules_are_conflicts,
     early_events_are_buffered_applied_and_expired,
     resumes_are_leased_acked_and_released,

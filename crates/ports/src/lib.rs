@@ -14,8 +14,8 @@ pub use api_call::{ApiCallRecord, CallFailure, HttpCaller, HttpReply, retry_afte
 pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
 pub use store::{
-    BufferedEvent, Page, Quarantined, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx,
-    StoredWait, TopicFields, WaitQuery,
+    BufferedEvent, ChangeOutcome, Page, Quarantined, ResumeSignal, ResumeWaiter, Store, StoreError,
+    StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
 };
 
 #[cfg(feature = "test-util")]

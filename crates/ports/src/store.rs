@@ -107,6 +107,57 @@ pub struct Page<T> {
     pub next: Option<(Timestamp, WaitId)>,
 }
 
+/// One change of a wait caused by one event: the new state (its `version` already
+/// incremented), the inbox row when the event was accepted, and the resume when it decided
+/// the wait. Written atomically by [`Store::apply_change`].
+#[derive(Debug, Clone, Copy)]
+pub struct WaitChange<'a> {
+    /// The wait as it is to be stored.
+    pub wait: &'a StoredWait,
+    /// The version it must still have (compare-and-set).
+    pub expected_version: i64,
+    /// The accepted event's key and the source it counted for.
+    pub processed: Option<(&'a EventKey, &'a SourceName)>,
+    /// The resume, when the change decided the wait.
+    pub resume: Option<&'a ResumeRecord>,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// What [`Store::apply_change`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// Written.
+    Applied,
+    /// The wait's version moved meanwhile: nothing was written; reload and retry.
+    VersionMoved,
+    /// The inbox already has the event although the state did not: nothing was written.
+    AlreadyProcessed,
+}
+
+/// [`Store::apply_change`] as a transaction of [`StoreTx`] steps (the default).
+pub async fn apply_change_in_tx<S: Store>(
+    store: &S,
+    change: WaitChange<'_>,
+) -> Result<ChangeOutcome, StoreError> {
+    let mut tx = store.begin().await?;
+    if !tx.update_wait(change.wait, change.expected_version).await? {
+        return Ok(ChangeOutcome::VersionMoved);
+    }
+    if let Some((key, source)) = change.processed
+        && !tx
+            .record_processed(change.wait.state.key.id, key, source, change.now)
+            .await?
+    {
+        return Ok(ChangeOutcome::AlreadyProcessed);
+    }
+    if let Some(resume) = change.resume {
+        tx.insert_resume(resume).await?;
+    }
+    tx.commit().await?;
+    Ok(ChangeOutcome::Applied)
+}
+
 /// The database. Reads outside transactions; writes through [`StoreTx`].
 #[async_trait]
 pub trait Store: Clone + Send + Sync + 'static {
@@ -115,6 +166,13 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Starts a transaction.
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
+
+    /// Writes one change of a wait atomically: the compare-and-set update, the inbox row and
+    /// the resume (with its wake-up). The default runs a transaction of the [`StoreTx`]
+    /// steps; a store may do it in one round trip.
+    async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
+        apply_change_in_tx(self, change).await
+    }
 
     /// A wait by id.
     async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError>;

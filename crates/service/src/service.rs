@@ -11,8 +11,9 @@ use rendezvous_domain::{
     WaitState,
 };
 use rendezvous_ports::{
-    ApiCallRecord, CallFailure, Clock, HttpCaller, Page, Quarantined, ResumeRecord, ResumeSignal,
-    Store, StoreError, StoreTx, StoredWait, TopicFields, WaitQuery, retry_after,
+    ApiCallRecord, CallFailure, ChangeOutcome, Clock, HttpCaller, Page, Quarantined, ResumeRecord,
+    ResumeSignal, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,
+    retry_after,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -122,6 +123,9 @@ pub struct Delivery {
     pub channel: Channel,
     /// The event body.
     pub payload: Value,
+    /// The event's size as received, in bytes: `service.max_payload_bytes` applies to it
+    /// (measured by the adapter, which has the raw bytes, so the JSON is never re-encoded).
+    pub size: usize,
     /// The event's identity. Required.
     pub event_key: String,
 }
@@ -133,6 +137,15 @@ impl Delivery {
         let body = serde_json::from_slice::<Value>(body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
         serde_json::json!({"status": status, "headers": headers, "body": body})
+    }
+
+    /// The received size of an HTTP response: its body plus its header names and values.
+    pub fn api_size(headers: &BTreeMap<String, String>, body: &[u8]) -> usize {
+        body.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 
@@ -316,7 +329,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, url = %call.request.url, "api call succeeded");
                 if call.request.response_mode == ResponseMode::Sync {
                     let headers = reply.headers.clone();
+                    let size = Delivery::api_size(&headers, &reply.body);
                     let delivery = Delivery {
+                        size,
                         tenant_id: call.tenant.to_string(),
                         correlation_id: call.correlation_id.to_string(),
                         execution_id: Some(call.execution_id.to_string()),
@@ -680,7 +695,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     .map_err(|e| ServiceError::invalid("execution_id", e.reason))?,
             ),
         };
-        let size = delivery.payload.to_string().len();
+        let size = delivery.size;
         if size > self.config.max_payload_bytes {
             return Err(ServiceError::TooLarge {
                 what: "event payload".into(),
@@ -708,29 +723,36 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             if step.changed {
                 wait.version += 1;
                 wait.updated_at = now;
-                let mut tx = self.store.begin().await?;
-                if !tx.update_wait(&wait, stored.version).await? {
-                    drop(tx);
-                    backoff(attempt).await;
-                    continue;
+                let resume = step
+                    .decided
+                    .and_then(|_| ResumeRecord::of(&wait.state, uuid::Uuid::new_v4()));
+                let processed = match &step.verdict {
+                    Verdict::Accepted { source } | Verdict::Completed { source } => {
+                        Some((&event.key, source))
+                    }
+                    _ => None,
+                };
+                let change = WaitChange {
+                    wait: &wait,
+                    expected_version: stored.version,
+                    processed,
+                    resume: resume.as_ref(),
+                    now,
+                };
+                match self.store.apply_change(change).await? {
+                    ChangeOutcome::Applied => {}
+                    ChangeOutcome::VersionMoved => {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    // The inbox already has it although the state did not: a replay.
+                    ChangeOutcome::AlreadyProcessed => {
+                        return Ok(Delivered::Applied {
+                            wait: Box::new(stored),
+                            verdict: Verdict::Duplicate,
+                        });
+                    }
                 }
-                if let Verdict::Accepted { source } | Verdict::Completed { source } = &step.verdict
-                    && !tx
-                        .record_processed(wait.state.key.id, &event.key, source, now)
-                        .await?
-                {
-                    // The inbox already has it although the state did not: treat as a replay.
-                    return Ok(Delivered::Applied {
-                        wait: Box::new(stored),
-                        verdict: Verdict::Duplicate,
-                    });
-                }
-                if step.decided.is_some()
-                    && let Some(resume) = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4())
-                {
-                    tx.insert_resume(&resume).await?;
-                }
-                tx.commit().await?;
             }
             self.log_verdict(&wait.state, &event, &step.verdict, step.decided);
             if let Verdict::Ignored(reason @ IgnoreReason::ExecutionMismatch { .. }) = &step.verdict

@@ -9,16 +9,17 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
+use rendezvous_tests::procs::{Broker, Instance, api_response, create_topic, publish, retryable};
 use rendezvous_tests::{Engine, seed, seed_variables};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -51,148 +52,6 @@ fn args() -> Result<Args> {
     Ok(args)
 }
 
-/// A child process that is killed when dropped.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
-        let file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = command
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self {
-            name: name.into(),
-            child: Some(child),
-        })
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn terminate(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    ensure!(
-                        status.success(),
-                        "{} exited with {status} on SIGTERM",
-                        self.name
-                    );
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    bail!("{} did not stop within 20 s of SIGTERM", self.name);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_for_port(port: u16, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        ensure!(
-            Instant::now() < deadline,
-            "nothing listens on 127.0.0.1:{port} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-/// One service instance.
-struct Instance {
-    proc: Proc,
-    port: u16,
-    env: Vec<(String, String)>,
-    binary: PathBuf,
-    log: PathBuf,
-}
-
-impl Instance {
-    async fn start(
-        binary: &Path,
-        name: &str,
-        env: Vec<(String, String)>,
-        out: &Path,
-    ) -> Result<Self> {
-        let port = free_port()?;
-        let log = out.join(format!("{name}.log"));
-        let mut instance = Self {
-            proc: Proc {
-                name: name.into(),
-                child: None,
-            },
-            port,
-            env,
-            binary: binary.into(),
-            log,
-        };
-        instance.restart().await?;
-        Ok(instance)
-    }
-
-    async fn restart(&mut self) -> Result<()> {
-        let mut command = Command::new(&self.binary);
-        command.envs(self.env.iter().cloned()).env(
-            "RENDEZVOUS__SERVER__LISTEN",
-            format!("127.0.0.1:{}", self.port),
-        );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = command
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()?;
-        self.proc.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(60)).await
-    }
-
-    async fn channel(&self) -> Result<Channel> {
-        Ok(
-            Channel::from_shared(format!("http://127.0.0.1:{}", self.port))?
-                .connect()
-                .await?,
-        )
-    }
-}
-
 /// The fake external service: gets the API call, then (per the URL path) answers through the
 /// callback RPC and publishes the Kafka event in the scenario's order.
 #[derive(Clone)]
@@ -200,39 +59,54 @@ struct External {
     callbacks: Vec<CallbackServiceClient<Channel>>,
     producer: FutureProducer,
     calls: Arc<Mutex<HashMap<String, usize>>>,
+    /// Correlation id → when the external service began sending the wait's last event.
+    last_event: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl External {
+    /// Publishes the service's Kafka event, as a producer does: retried while the broker is
+    /// away (a restart), for up to a minute.
     async fn publish(&self, correlation_id: &str, execution_id: &str) -> Result<()> {
-        let event = json!({"correlation_id": correlation_id, "execution_id": execution_id, "event_type": "action.completed"}).to_string();
-        self.producer
-            .send(
-                FutureRecord::<str, str>::to("external-service.events")
-                    .key(correlation_id)
-                    .payload(&event),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("publishing: {e}"))?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match publish(&self.producer, correlation_id, execution_id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
+    /// Answers through the callback gateway RPC of a random instance, as a gateway does:
+    /// `UNAVAILABLE` (an instance down, the database away) is retried, on any instance, for
+    /// up to a minute.
     async fn callback(&self, correlation_id: &str, execution_id: &str) -> Result<()> {
-        let mut client = self.callbacks[fastrand::usize(..self.callbacks.len())].clone();
-        client
-            .deliver_api_response(v1::DeliverApiResponseRequest {
-                correlation_id: correlation_id.into(),
-                execution_id: execution_id.into(),
-                http_status: 200,
-                body: br#"{"result":"ok"}"#.to_vec(),
-                idempotency_key: format!("api-{correlation_id}"),
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut client = self.callbacks[fastrand::usize(..self.callbacks.len())].clone();
+            let answered = client
+                .deliver_api_response(api_response(correlation_id, execution_id))
+                .await;
+            match answered {
+                Ok(_) => return Ok(()),
+                Err(s) if retryable(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => bail!("DeliverApiResponse: {s}"),
+            }
+        }
     }
 
-    /// `order`: "api-then-kafka", "kafka-then-api", "none" (the scenario sends events itself).
+    fn last_event_now(&self, correlation_id: &str) {
+        self.last_event
+            .lock()
+            .expect("lock")
+            .insert(correlation_id.to_owned(), Instant::now());
+    }
+
+    /// `order`: "api-then-kafka", "kafka-then-api" (both sent before the HTTP call returns),
+    /// "reply-first" (the call returns, then both events follow), "none" (the scenario sends
+    /// the events itself).
     async fn handle(
         &self,
         order: &str,
@@ -248,12 +122,29 @@ impl External {
         match order {
             "api-then-kafka" => {
                 self.callback(&correlation_id, &execution_id).await?;
+                self.last_event_now(&correlation_id);
                 self.publish(&correlation_id, &execution_id).await
             }
             "kafka-then-api" => {
                 self.publish(&correlation_id, &execution_id).await?;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.last_event_now(&correlation_id);
                 self.callback(&correlation_id, &execution_id).await
+            }
+            "reply-first" => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let sent = async {
+                        me.callback(&correlation_id, &execution_id).await?;
+                        me.last_event_now(&correlation_id);
+                        me.publish(&correlation_id, &execution_id).await
+                    };
+                    if let Err(e) = sent.await {
+                        eprintln!("e2e: external service: {e:#}");
+                    }
+                });
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -335,18 +226,30 @@ impl World {
         config: &Value,
         correlation_id: &str,
     ) -> Result<v1::RegisterWaitResponse> {
-        Ok(self
-            .client()
-            .register_wait(v1::RegisterWaitRequest {
-                execution_id: execution_id.into(),
-                node_id: "wait-1".into(),
-                node_config_json: config.to_string(),
-                input_variables: seed_variables(),
-                correlation_id: correlation_id.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner())
+        // An instance that is down (or loses its database) answers UNAVAILABLE: the engine
+        // retries on any instance. Registration is idempotent per execution and node, so a
+        // retry after a lost reply gets the same wait.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let registered = self
+                .client()
+                .register_wait(v1::RegisterWaitRequest {
+                    execution_id: execution_id.into(),
+                    node_id: "wait-1".into(),
+                    node_config_json: config.to_string(),
+                    input_variables: seed_variables(),
+                    correlation_id: correlation_id.into(),
+                    ..Default::default()
+                })
+                .await;
+            match registered {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if retryable(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => bail!("RegisterWait: {s}"),
+            }
+        }
     }
 
     fn seed_1(&self, order: &str) -> Value {
@@ -523,6 +426,99 @@ async fn scenario_seed_configs_and_strategies(world: &World) -> Result<()> {
     Ok(())
 }
 
+/// The broker is SIGKILLed and restarted (durable storage: it keeps its log and the group's
+/// offsets): a wait whose Kafka event was published just before the kill, one whose event is
+/// published after the restart, and one registered after it, all complete.
+async fn scenario_broker_restart(world: &World, broker: &mut Broker) -> Result<()> {
+    let new_exec = || format!("exec-{}", uuid::Uuid::new_v4());
+    let (exec_a, exec_b) = (new_exec(), new_exec());
+    let published = world.register(&exec_a, &world.seed_1("none"), "").await?;
+    let before = world.register(&exec_b, &world.seed_1("none"), "").await?;
+    world
+        .external
+        .publish(&published.correlation_id, &exec_a)
+        .await?;
+    broker.restart().await?;
+    world
+        .external
+        .callback(&published.correlation_id, &exec_a)
+        .await?;
+    world
+        .external
+        .callback(&before.correlation_id, &exec_b)
+        .await?;
+    world
+        .external
+        .publish(&before.correlation_id, &exec_b)
+        .await?;
+    let after = world
+        .register(&new_exec(), &world.seed_1("kafka-then-api"), "")
+        .await?;
+    for wait in [&published, &before, &after] {
+        let (_, got) = world
+            .resume_of(&wait.wait_id, Duration::from_secs(120))
+            .await?;
+        ensure!(
+            got == v1::Outcome::Completed as i32,
+            "wait {}: outcome {got} after the broker restart",
+            wait.wait_id
+        );
+    }
+    Ok(())
+}
+
+/// Every database connection of every instance is cut (`pg_terminate_backend`, as a failover
+/// or a proxy restart does): the pools and the LISTEN connection reconnect, a wait registered
+/// before the cut and one registered after it complete.
+async fn scenario_database_drop(world: &World, database_url: &str) -> Result<()> {
+    let exec = format!("exec-{}", uuid::Uuid::new_v4());
+    let before = world.register(&exec, &world.seed_1("none"), "").await?;
+    let cut = Command::new("psql")
+        .args([
+            database_url,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ])
+        .output()
+        .context("running psql")?;
+    ensure!(
+        cut.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    let terminated: u32 = String::from_utf8_lossy(&cut.stdout).trim().parse()?;
+    ensure!(terminated > 0, "no connection to cut");
+    world
+        .external
+        .callback(&before.correlation_id, &exec)
+        .await?;
+    world
+        .external
+        .publish(&before.correlation_id, &exec)
+        .await?;
+    let after = world
+        .register(
+            &format!("exec-{}", uuid::Uuid::new_v4()),
+            &world.seed_1("api-then-kafka"),
+            "",
+        )
+        .await?;
+    for wait in [&before, &after] {
+        let (_, got) = world
+            .resume_of(&wait.wait_id, Duration::from_secs(60))
+            .await?;
+        ensure!(
+            got == v1::Outcome::Completed as i32,
+            "wait {}: outcome {got} after the connections were cut",
+            wait.wait_id
+        );
+    }
+    Ok(())
+}
+
 /// An engine that disconnects without acking gets the resume again on reconnect (to another
 /// instance); once acknowledged it never comes back.
 async fn scenario_engine_reconnects(world: &World, instances: &[Instance]) -> Result<()> {
@@ -573,86 +569,95 @@ async fn scenario_engine_reconnects(world: &World, instances: &[Instance]) -> Re
     Ok(())
 }
 
-/// The load phase: `n` waits through random instances, events in random order; one instance
-/// is SIGKILLed half-way and restarted. Every wait must be decided once.
+/// The load phase: `n` waits through random instances (at most 128 registrations in flight),
+/// events in random order; one instance is SIGKILLed half-way and restarted. Every wait must
+/// be decided exactly once. Reports throughput and last-event-to-resume latency.
 async fn load(world: &World, instances: &mut [Instance], n: usize) -> Result<String> {
+    use futures_util::StreamExt as _;
     let started = Instant::now();
-    let mut registered = Vec::with_capacity(n);
-    let mut registered_at: HashMap<String, Instant> = HashMap::with_capacity(n);
-    let mut killed = false;
-    let mut batch = Vec::new();
-    for i in 0..n {
-        let order = if fastrand::bool() {
-            "api-then-kafka"
-        } else {
-            "kafka-then-api"
-        };
-        let config = world.seed_1(order);
-        batch.push(async move {
-            let exec = format!("load-{i}");
-            let r = world.register(&exec, &config, "").await;
-            (exec, r)
-        });
-        if batch.len() == 64 || i + 1 == n {
-            for (exec, r) in futures_util::future::join_all(batch.drain(..)).await {
-                match r {
-                    Ok(r) => {
-                        registered_at.insert(r.wait_id.clone(), Instant::now());
-                        registered.push(r.wait_id);
-                    }
-                    // The killed instance refuses: the engine retries on another.
-                    Err(_) => registered.push(
-                        world
-                            .register(&exec, &world.seed_1("api-then-kafka"), "")
-                            .await?
-                            .wait_id,
-                    ),
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let register = async {
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let done = &done;
+                async move {
+                    let order = if fastrand::bool() {
+                        "api-then-kafka"
+                    } else {
+                        "kafka-then-api"
+                    };
+                    let r = world
+                        .register(&format!("load-{i}"), &world.seed_1(order), "")
+                        .await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    r
                 }
-            }
+            })
+            .buffer_unordered(128)
+            .collect::<Vec<_>>()
+            .await
+    };
+    let kill = async {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < n / 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !killed && i >= n / 2 {
-            instances[1].proc.kill();
-            killed = true;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            instances[1].restart().await?;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(300);
+        instances[1].proc.kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        instances[1].restart().await
+    };
+    let (registered, killed) = tokio::join!(register, kill);
+    killed?;
+    let registered: Vec<v1::RegisterWaitResponse> =
+        registered.into_iter().collect::<Result<_>>()?;
+    let registered_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = {
+        let resumed = {
             let seen = world.seen.lock().expect("lock");
-            registered.iter().filter(|w| seen.contains_key(*w)).count()
+            registered
+                .iter()
+                .filter(|r| seen.contains_key(&r.wait_id))
+                .count()
         };
-        if done == n {
+        if resumed == n {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "only {done} of {n} waits resumed within 300 s"
+            "only {resumed} of {n} waits resumed within 600 s"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
     let seen = world.seen.lock().expect("lock");
-    for w in &registered {
-        let resumes = &seen[w];
+    let mut resume_ids = std::collections::HashSet::new();
+    for r in &registered {
+        let resumes = &seen[&r.wait_id];
         let first = &resumes[0].0;
         ensure!(
             resumes
                 .iter()
                 .all(|(id, outcome, _)| id == first && *outcome == v1::Outcome::Completed as i32),
-            "wait {w} decided twice or not completed: {resumes:?}"
+            "wait {} decided twice or not completed: {resumes:?}",
+            r.wait_id
         );
+        resume_ids.insert(first.clone());
     }
-    // Registration-to-resume latency (the external service answers at once, so this covers
-    // the call, both events and the resume; the finer last-event split is the bench's job).
+    ensure!(
+        resume_ids.len() == n,
+        "{} distinct resumes for {n} waits",
+        resume_ids.len()
+    );
+    // From the moment the external service began sending a wait's last event to the resume
+    // reaching the engine (redeliveries after the SIGKILL included).
+    let last_event = world.external.last_event.lock().expect("lock");
     let mut latencies: Vec<Duration> = registered
         .iter()
-        .filter_map(|w| {
+        .filter_map(|r| {
             Some(
-                seen[w][0]
+                seen[&r.wait_id][0]
                     .2
-                    .saturating_duration_since(*registered_at.get(w)?),
+                    .saturating_duration_since(*last_event.get(&r.correlation_id)?),
             )
         })
         .collect();
@@ -663,12 +668,15 @@ async fn load(world: &World, instances: &mut [Instance], n: usize) -> Result<Str
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Ok(format!(
-        "{n} waits, {:.0} joins/s over {:.1} s, register to resume p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms; one instance SIGKILLed and restarted",
+        "{n} waits, exactly {n} resumes; {:.0} joins/s ({:.1} s, registered in {:.1} s); last event to resume p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms ({} measured); one instance SIGKILLed and restarted",
         n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
+        registered_in.as_secs_f64(),
         pct(0.50),
         pct(0.95),
-        pct(0.99)
+        pct(0.99),
+        pct(1.0),
+        latencies.len()
     ))
 }
 
@@ -698,8 +706,9 @@ async fn run() -> Result<bool> {
             (db.url.clone(), Some(db))
         }
     };
-    // Kafka: KAFKA_BOOTSTRAP, or a Tansu broker process.
-    let mut _broker = None;
+    // Kafka: KAFKA_BOOTSTRAP, or a Tansu broker process (which the broker-restart scenario
+    // restarts; with KAFKA_BOOTSTRAP that scenario is skipped).
+    let mut broker = None;
     let bootstrap = match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(b) => b,
         Err(_) => {
@@ -707,21 +716,10 @@ async fn run() -> Result<bool> {
                 .tansu
                 .clone()
                 .context("no KAFKA_BOOTSTRAP and no --tansu")?;
-            let port = free_port()?;
-            let listener = format!("tcp://127.0.0.1:{port}");
-            let mut command = Command::new(tansu);
-            command.args([
-                "broker",
-                "--listener-url",
-                &listener,
-                "--advertised-listener-url",
-                &listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ]);
-            _broker = Some(Proc::spawn("tansu", command, &args.out.join("tansu.log"))?);
-            wait_for_port(port, Duration::from_secs(30)).await?;
-            format!("127.0.0.1:{port}")
+            let started = Broker::start(tansu, &args.out).await?;
+            let bootstrap = started.bootstrap();
+            broker = Some(started);
+            bootstrap
         }
     };
     let env = |name: &str| -> Vec<(String, String)> {
@@ -759,26 +757,7 @@ async fn run() -> Result<bool> {
         clients.push(WaitServiceClient::new(channel.clone()));
         callbacks.push(CallbackServiceClient::new(channel));
     }
-    // The external service's topic (brokers need not auto-create topics).
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()?;
-    let topic = rdkafka::admin::NewTopic::new(
-        "external-service.events",
-        3,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    );
-    for result in admin
-        .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
-        .await?
-    {
-        if let Err((name, code)) = result
-            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
-        {
-            bail!("creating topic {name}: {code}");
-        }
-    }
+    create_topic(&bootstrap).await?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()?;
@@ -786,6 +765,7 @@ async fn run() -> Result<bool> {
         callbacks: callbacks.clone(),
         producer,
         calls: Arc::default(),
+        last_event: Arc::default(),
     };
     let external_url = external.clone().serve().await?;
     let seen: Seen = Arc::default();
@@ -808,12 +788,16 @@ async fn run() -> Result<bool> {
         }};
     }
     scenario!(
-        "api response first",
+        "api response first (both before the call returns)",
         scenario_seed_1(&world, "api-then-kafka")
     );
     scenario!(
-        "kafka event first",
+        "kafka event first (both before the call returns)",
         scenario_seed_1(&world, "kafka-then-api")
+    );
+    scenario!(
+        "call returns, then both events",
+        scenario_seed_1(&world, "reply-first")
     );
     scenario!(
         "duplicates on both channels, wrong execution id",
@@ -835,6 +819,10 @@ async fn run() -> Result<bool> {
         "engine disconnects and reconnects elsewhere",
         scenario_engine_reconnects(&world, &instances)
     );
+    scenario!(
+        "database connections cut",
+        scenario_database_drop(&world, &database_url)
+    );
     let started = Instant::now();
     let report = load(&world, &mut instances, args.waits).await;
     results.push((
@@ -842,6 +830,14 @@ async fn run() -> Result<bool> {
         report,
         started.elapsed(),
     ));
+    match broker.as_mut() {
+        Some(broker) => scenario!("broker restart", scenario_broker_restart(&world, broker)),
+        None => results.push((
+            "broker restart".into(),
+            Ok("skipped: KAFKA_BOOTSTRAP is an outside broker".into()),
+            Duration::ZERO,
+        )),
+    }
     let mut stop = Ok(String::new());
     for instance in &mut instances {
         if let Err(e) = instance.proc.terminate() {
