@@ -63,12 +63,15 @@ impl Drop for Proc {
 }
 
 /// Errors a caller retries (every RPC it retries is idempotent): the instance or its database
-/// is away for a moment. `UNKNOWN` is what tonic reports when the connection drops mid-call
-/// (the server itself never answers it: every error maps to a code in `status.rs`).
+/// is away for a moment. `UNKNOWN` and `CANCELLED` are what tonic reports when the connection
+/// drops mid-call (the server never answers them: every error maps to a code in `status.rs`).
 pub fn retryable(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Aborted | tonic::Code::Unknown
+        tonic::Code::Unavailable
+            | tonic::Code::Aborted
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
     )
 }
 
@@ -165,11 +168,8 @@ pub async fn create_topic(bootstrap: &str) -> Result<()> {
         rdkafka::ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()?;
-    let topic = rdkafka::admin::NewTopic::new(
-        SERVICE_TOPIC,
-        3,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    );
+    let topic =
+        rdkafka::admin::NewTopic::new(SERVICE_TOPIC, 3, rdkafka::admin::TopicReplication::Fixed(1));
     for result in admin
         .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
         .await?

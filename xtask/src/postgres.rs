@@ -71,7 +71,7 @@ impl Throwaway {
             me.run(Command::new("chown").arg("postgres:").arg(&me.dir))?;
         }
         eprintln!(
-            "e2e: no PostgreSQL on 127.0.0.1:5432; starting a throwaway cluster in {} on port {port}",
+            "e2e: starting a throwaway PostgreSQL cluster in {} on port {port}",
             me.dir.display()
         );
         let data = me.dir.join("data");

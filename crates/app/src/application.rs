@@ -249,7 +249,17 @@ impl Application {
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY on every connection: a resume is a small frame on a long-lived stream,
+        // and Nagle's algorithm with delayed ACKs held each one for about 40 ms.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |accepted| {
+                accepted.and_then(|stream| {
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                })
+            },
+        );
         let grace = Config::ms(config.server.shutdown_grace_ms);
         let mut stopped_for_grace = stopped.clone();
         let server = tonic::transport::Server::builder()

@@ -434,10 +434,13 @@ fn pg_ceiling(
     out: &std::path::Path,
 ) -> Result<f64> {
     let psql = |sql: &str| -> Result<()> {
-        let o = Command::new("psql")
-            .args([database_url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .output()
-            .context("running psql")?;
+        let mut command = Command::new("psql");
+        command.args([database_url, "-v", "ON_ERROR_STOP=1", "-q"]);
+        // Each statement on its own (-c per statement), so VACUUM is outside a transaction.
+        for statement in sql.split("; ") {
+            command.args(["-c", statement]);
+        }
+        let o = command.output().context("running psql")?;
         ensure!(
             o.status.success(),
             "psql: {}",
@@ -496,11 +499,11 @@ fn seed_pending(database_url: &str, template: &str, n: usize) -> Result<()> {
            workflow_id, status, spec, progress, deadline, created_at, updated_at, decided_at, version) \
          SELECT gen_random_uuid(), t.tenant_id, 'scale-' || g, 'scale-exec-' || g, t.node_id, '', \
            NULL, t.status, t.spec, t.progress, t.deadline + 86400000, t.created_at, t.updated_at, NULL, 1 \
-         FROM (SELECT * FROM waits WHERE id = '{template}') t, generate_series(1, {n}) g; \
-         VACUUM ANALYZE waits"
+         FROM (SELECT * FROM waits WHERE id = '{template}') t, generate_series(1, {n}) g"
     );
     let o = Command::new("psql")
-        .args([database_url, "-v", "ON_ERROR_STOP=1", "-qc", &sql])
+        .args([database_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
+        .args(["-c", "VACUUM ANALYZE waits"])
         .output()
         .context("running psql")?;
     ensure!(
@@ -595,8 +598,10 @@ async fn run() -> Result<()> {
         .run("warm-up", args.concurrency * 4, args.concurrency)
         .await?;
     runs.push(deployment.run("join", args.joins, args.concurrency).await?);
+    eprintln!("bench: {}", runs[0].json());
     if args.floor_joins > 0 {
         runs.push(deployment.run("floor (C=1)", args.floor_joins, 1).await?);
+        eprintln!("bench: {}", runs[1].json());
     }
     let main_pending = {
         // One pending wait to copy for the scale run (registered, never completed).
@@ -640,6 +645,7 @@ async fn run() -> Result<()> {
             .run("join, 1M pending", args.joins / 2, args.concurrency)
             .await?;
         r.name = format!("join, {} pending", args.scale_waits);
+        eprintln!("bench: {}", r.json());
         runs.push(r);
         deployment.stop()?;
     }
