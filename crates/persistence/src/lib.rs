@@ -84,6 +84,14 @@ impl Database {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
+        } else {
+            // READ COMMITTED for every transaction whatever the server's or the database's
+            // default (the re-check after the correlation lock must see what committed while
+            // it waited), set once per connection rather than by a `SET TRANSACTION` round
+            // trip in every transaction.
+            options.map_sqlx_postgres_opts(|o| {
+                o.options([("default_transaction_isolation", "read committed")])
+            });
         }
         // Opening a SQLite file switches it to WAL, which needs a moment of exclusive access:
         // another process opening the same file at that instant gets "database is locked"

@@ -107,12 +107,10 @@ impl Store for SqlStore {
     async fn begin(&self) -> Result<SqlTx, StoreError> {
         // SQLite: take the write lock at BEGIN, so a transaction never fails half-way when
         // it upgrades from reading to writing.
-        // PostgreSQL: READ COMMITTED explicitly, whatever the server's default: the re-check
-        // after the correlation lock must see what committed while it waited.
+        // PostgreSQL: READ COMMITTED, set on every connection (`Database::connect`).
         let sqlite = self.backend() == DbBackend::Sqlite;
         let options = TransactionOptions {
             sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
-            isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
             ..TransactionOptions::default()
         };
         Ok(SqlTx {
@@ -907,5 +905,49 @@ impl StoreTx for SqlTx {
             self.signal.notify_local();
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use rendezvous_ports::Store;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    use crate::testing::{Backend, POSTGRES_ADMIN_URL, TestDatabase};
+    use crate::{Database, DatabaseConfig};
+
+    /// Every transaction runs at READ COMMITTED even when the database's default is stricter
+    /// (the re-check after the correlation lock relies on it), with no `SET TRANSACTION`.
+    #[tokio::test]
+    async fn transactions_are_read_committed_whatever_the_default() {
+        let db = TestDatabase::create(Backend::Postgres).await.unwrap();
+        let name = db.url.rsplit('/').next().unwrap();
+        let admin = sea_orm::Database::connect(POSTGRES_ADMIN_URL)
+            .await
+            .unwrap();
+        admin
+            .execute_unprepared(&format!(
+                "ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"
+            ))
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        let database = Database::connect(&DatabaseConfig::new(&db.url))
+            .await
+            .unwrap();
+        let tx = database.store().begin().await.unwrap();
+        let row = tx
+            .tx
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SHOW transaction_isolation",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let level: String = row.try_get("", "transaction_isolation").unwrap();
+        assert_eq!(level, "read committed");
+        drop(tx);
+        database.close().await;
     }
 }
