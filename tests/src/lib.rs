@@ -63,17 +63,7 @@ impl TestApp {
     /// Starts an instance on `database_url`.
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
         let app = Application::build(test_config(database_url, extra_env)?).await?;
-        let running = app.spawn()?;
-        let addr = running.addr;
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        Ok(Self {
-            addr,
-            waits: WaitServiceClient::new(channel.clone()),
-            callbacks: CallbackServiceClient::new(channel),
-            running: Some(running),
-        })
+        Self::from_running(app.spawn()?).await
     }
 
     /// Clients for an instance already running.

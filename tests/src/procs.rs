@@ -285,3 +285,20 @@ pub async fn publish(
         .map_err(|(e, _)| anyhow::anyhow!("publishing: {e}"))?;
     Ok(())
 }
+
+/// Runs `statements` with `psql` against `database_url`, each as its own `-c` (so one may be
+/// `VACUUM`), stopping at the first error; returns the output, unaligned and tuples only.
+pub fn psql(database_url: &str, statements: &[&str]) -> Result<String> {
+    let mut command = Command::new("psql");
+    command.args([database_url, "-v", "ON_ERROR_STOP=1", "-qAt"]);
+    for statement in statements {
+        command.args(["-c", statement]);
+    }
+    let out = command.output().context("running psql")?;
+    ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -24,7 +24,7 @@ use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_tests::procs::{
-    Broker, Instance, api_response, create_topic, publish, service_event,
+    Broker, Instance, api_response, create_topic, psql, publish, service_event,
 };
 use rendezvous_tests::{Engine, seed, seed_variables};
 use serde_json::{Value, json};
@@ -433,27 +433,15 @@ fn pg_ceiling(
     seconds: u32,
     out: &std::path::Path,
 ) -> Result<f64> {
-    let psql = |sql: &str| -> Result<()> {
-        let mut command = Command::new("psql");
-        command.args([database_url, "-v", "ON_ERROR_STOP=1", "-q"]);
-        // Each statement on its own (-c per statement), so VACUUM is outside a transaction.
-        for statement in sql.split("; ") {
-            command.args(["-c", statement]);
-        }
-        let o = command.output().context("running psql")?;
-        ensure!(
-            o.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(())
-    };
     psql(
-        "DROP TABLE IF EXISTS ceiling_rows, ceiling_log; \
-         CREATE TABLE ceiling_rows (id bigint PRIMARY KEY, version bigint NOT NULL, progress text NOT NULL); \
-         INSERT INTO ceiling_rows SELECT g, 1, '{}' FROM generate_series(1, 100000) g; \
-         CREATE TABLE ceiling_log (id bigserial PRIMARY KEY, row_id bigint NOT NULL, event_key text NOT NULL, at bigint NOT NULL); \
-         VACUUM ANALYZE ceiling_rows",
+        database_url,
+        &[
+            "DROP TABLE IF EXISTS ceiling_rows, ceiling_log",
+            "CREATE TABLE ceiling_rows (id bigint PRIMARY KEY, version bigint NOT NULL, progress text NOT NULL)",
+            "INSERT INTO ceiling_rows SELECT g, 1, '{}' FROM generate_series(1, 100000) g",
+            "CREATE TABLE ceiling_log (id bigserial PRIMARY KEY, row_id bigint NOT NULL, event_key text NOT NULL, at bigint NOT NULL)",
+            "VACUUM ANALYZE ceiling_rows",
+        ],
     )?;
     let script = out.join("ceiling.sql");
     std::fs::write(
@@ -487,7 +475,7 @@ fn pg_ceiling(
         .and_then(|l| l["tps = ".len()..].split_whitespace().next())
         .context("no tps line in pgbench output")?
         .parse()?;
-    psql("DROP TABLE ceiling_rows, ceiling_log")?;
+    psql(database_url, &["DROP TABLE ceiling_rows, ceiling_log"])?;
     Ok(tps)
 }
 
@@ -501,16 +489,7 @@ fn seed_pending(database_url: &str, template: &str, n: usize) -> Result<()> {
            NULL, t.status, t.spec, t.progress, t.deadline + 86400000, t.created_at, t.updated_at, NULL, 1 \
          FROM (SELECT * FROM waits WHERE id = '{template}') t, generate_series(1, {n}) g"
     );
-    let o = Command::new("psql")
-        .args([database_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
-        .args(["-c", "VACUUM ANALYZE waits"])
-        .output()
-        .context("running psql")?;
-    ensure!(
-        o.status.success(),
-        "seeding: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    psql(database_url, &[&sql, "VACUUM ANALYZE waits"]).context("seeding")?;
     Ok(())
 }
 

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,9 @@ use rdkafka::producer::FutureProducer;
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use rendezvous_tests::procs::{Broker, Instance, api_response, create_topic, publish, retryable};
+use rendezvous_tests::procs::{
+    Broker, Instance, api_response, create_topic, psql, publish, retryable,
+};
 use rendezvous_tests::{Engine, seed, seed_variables};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -279,7 +280,17 @@ impl World {
     }
 
     async fn expect_outcome(&self, wait_id: &str, outcome: v1::Outcome) -> Result<()> {
-        let (_, got) = self.resume_of(wait_id, Duration::from_secs(60)).await?;
+        self.expect_outcome_within(wait_id, outcome, Duration::from_secs(60))
+            .await
+    }
+
+    async fn expect_outcome_within(
+        &self,
+        wait_id: &str,
+        outcome: v1::Outcome,
+        within: Duration,
+    ) -> Result<()> {
+        let (_, got) = self.resume_of(wait_id, within).await?;
         ensure!(
             got == outcome as i32,
             "wait {wait_id}: outcome {got}, expected {outcome:?}"
@@ -455,14 +466,14 @@ async fn scenario_broker_restart(world: &World, broker: &mut Broker) -> Result<(
         .register(&new_exec(), &world.seed_1("kafka-then-api"), "")
         .await?;
     for wait in [&published, &before, &after] {
-        let (_, got) = world
-            .resume_of(&wait.wait_id, Duration::from_secs(120))
-            .await?;
-        ensure!(
-            got == v1::Outcome::Completed as i32,
-            "wait {}: outcome {got} after the broker restart",
-            wait.wait_id
-        );
+        world
+            .expect_outcome_within(
+                &wait.wait_id,
+                v1::Outcome::Completed,
+                Duration::from_secs(120),
+            )
+            .await
+            .context("after the broker restart")?;
     }
     Ok(())
 }
@@ -473,23 +484,14 @@ async fn scenario_broker_restart(world: &World, broker: &mut Broker) -> Result<(
 async fn scenario_database_drop(world: &World, database_url: &str) -> Result<()> {
     let exec = format!("exec-{}", uuid::Uuid::new_v4());
     let before = world.register(&exec, &world.seed_1("none"), "").await?;
-    let cut = Command::new("psql")
-        .args([
-            database_url,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAtc",
+    let cut = psql(
+        database_url,
+        &[
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        ])
-        .output()
-        .context("running psql")?;
-    ensure!(
-        cut.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&cut.stderr)
-    );
-    let terminated: u32 = String::from_utf8_lossy(&cut.stdout).trim().parse()?;
+           WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ],
+    )?;
+    let terminated: u32 = cut.trim().parse()?;
     ensure!(terminated > 0, "no connection to cut");
     world
         .external
@@ -507,14 +509,10 @@ async fn scenario_database_drop(world: &World, database_url: &str) -> Result<()>
         )
         .await?;
     for wait in [&before, &after] {
-        let (_, got) = world
-            .resume_of(&wait.wait_id, Duration::from_secs(60))
-            .await?;
-        ensure!(
-            got == v1::Outcome::Completed as i32,
-            "wait {}: outcome {got} after the connections were cut",
-            wait.wait_id
-        );
+        world
+            .expect_outcome(&wait.wait_id, v1::Outcome::Completed)
+            .await
+            .context("after the connections were cut")?;
     }
     Ok(())
 }
