@@ -99,6 +99,29 @@ fn ph(backend: DbBackend, n: usize) -> String {
     }
 }
 
+/// `SqlStore::apply_change` on PostgreSQL (built once: it names [`RESUME_CHANNEL`]).
+static APPLY_CHANGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH upd AS ( \
+               UPDATE waits SET status = $3, progress = $4, updated_at = $5, decided_at = $6, version = $7 \
+               WHERE id = $1 AND version = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) \
+               RETURNING id), \
+             inbox AS ( \
+               INSERT INTO processed_events (wait_id, event_key, source, processed_at) \
+               SELECT id, $8, $9, $5 FROM upd WHERE $8::text IS NOT NULL \
+               ON CONFLICT DO NOTHING RETURNING 1), \
+             outbox AS ( \
+               INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts) \
+               SELECT $10, id, $11, $12, $6, 0 FROM upd WHERE $12::text IS NOT NULL \
+               ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM outbox) \
+             SELECT (SELECT count(*) FROM upd) AS updated, \
+                    (SELECT count(*) FROM wake) AS woken, \
+                    EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) AS already"
+    )
+});
+
 #[async_trait]
 impl Store for SqlStore {
     type Tx = SqlTx;
@@ -136,25 +159,7 @@ impl Store for SqlStore {
             (Some(k.to_string()), Some(s.to_string()))
         });
         let resume = change.resume.map(json).transpose()?;
-        let sql = format!(
-            "WITH upd AS ( \
-               UPDATE waits SET status = $3, progress = $4, updated_at = $5, decided_at = $6, version = $7 \
-               WHERE id = $1 AND version = $2 \
-                 AND NOT EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) \
-               RETURNING id), \
-             inbox AS ( \
-               INSERT INTO processed_events (wait_id, event_key, source, processed_at) \
-               SELECT id, $8, $9, $5 FROM upd WHERE $8::text IS NOT NULL \
-               ON CONFLICT DO NOTHING RETURNING 1), \
-             outbox AS ( \
-               INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts) \
-               SELECT $10, id, $11, $12, $6, 0 FROM upd WHERE $12::text IS NOT NULL \
-               ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
-             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM outbox) \
-             SELECT (SELECT count(*) FROM upd) AS updated, \
-                    (SELECT count(*) FROM wake) AS woken, \
-                    EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) AS already"
-        );
+        let sql = APPLY_CHANGE_SQL.as_str();
         let values: Vec<Value> = vec![
             s.key.id.as_uuid().into(),
             change.expected_version.into(),

@@ -124,7 +124,6 @@ async fn changes_are_compare_and_set_with_inbox_and_resume(backend: Backend) {
         expected_version,
         processed,
         resume,
-        now: at(1),
     };
     assert_eq!(
         store

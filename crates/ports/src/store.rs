@@ -108,8 +108,9 @@ pub struct Page<T> {
 }
 
 /// One change of a wait caused by one event: the new state (its `version` already
-/// incremented), the inbox row when the event was accepted, and the resume when it decided
-/// the wait. Written atomically by [`Store::apply_change`].
+/// incremented, its `updated_at` the time of the change, which also stamps the inbox row),
+/// the inbox row when the event was accepted, and the resume when it decided the wait.
+/// Written atomically by [`Store::apply_change`].
 #[derive(Debug, Clone, Copy)]
 pub struct WaitChange<'a> {
     /// The wait as it is to be stored.
@@ -120,8 +121,6 @@ pub struct WaitChange<'a> {
     pub processed: Option<(&'a EventKey, &'a SourceName)>,
     /// The resume, when the change decided the wait.
     pub resume: Option<&'a ResumeRecord>,
-    /// When.
-    pub now: Timestamp,
 }
 
 /// What [`Store::apply_change`] did.
@@ -146,7 +145,12 @@ pub async fn apply_change_in_tx<S: Store>(
     }
     if let Some((key, source)) = change.processed
         && !tx
-            .record_processed(change.wait.state.key.id, key, source, change.now)
+            .record_processed(
+                change.wait.state.key.id,
+                key,
+                source,
+                change.wait.updated_at,
+            )
             .await?
     {
         return Ok(ChangeOutcome::AlreadyProcessed);

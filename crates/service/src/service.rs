@@ -737,7 +737,6 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     expected_version: stored.version,
                     processed,
                     resume: resume.as_ref(),
-                    now,
                 };
                 match self.store.apply_change(change).await? {
                     ChangeOutcome::Applied => {}
