@@ -177,6 +177,10 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
         let mut waiter = self.service.signal().waiter();
         // Resume id -> when its lease runs out (then it may come back, to any stream).
         let mut in_flight: HashMap<uuid::Uuid, Timestamp> = HashMap::new();
+        // Whether resumes may be waiting: at the start, after a wake-up or the poll interval,
+        // and after a claim that filled all the room. Acks alone do not make it true, so a
+        // stream that has taken everything does not ask the database again per ack.
+        let mut look = true;
         loop {
             if *self.shutdown.borrow() {
                 return Stop::Quietly;
@@ -186,7 +190,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
             let room = self
                 .max_in_flight
                 .saturating_sub(u32::try_from(in_flight.len()).unwrap_or(u32::MAX));
-            if room > 0 {
+            if room > 0 && look {
                 match self
                     .service
                     .claim_resumes(
@@ -198,6 +202,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     .await
                 {
                     Ok(resumes) => {
+                        look = u32::try_from(resumes.len()).unwrap_or(u32::MAX) >= room;
                         for resume in resumes {
                             in_flight.insert(resume.resume_id, now.plus(self.config.ack_timeout));
                             tracing::debug!(owner = %self.owner, resume_id = %resume.resume_id, wait_id = %resume.wait_id,
@@ -214,6 +219,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                         }
                     }
                     Err(e) => {
+                        look = true;
                         tracing::warn!(owner = %self.owner, error = %e, "cannot claim resumes; retrying")
                     }
                 }
@@ -224,7 +230,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                         return stop;
                     }
                 }
-                () = waiter.wait(self.config.poll_interval) => {}
+                () = waiter.wait(self.config.poll_interval) => look = true,
                 () = self.out.closed() => return Stop::Quietly,
                 Ok(()) = self.shutdown.changed() => {}
             }

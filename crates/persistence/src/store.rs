@@ -8,8 +8,9 @@ use rendezvous_domain::{
     Timestamp, WaitId,
 };
 use rendezvous_ports::{
-    ApiCallRecord, BufferedEvent, ChangeOutcome, Page, Quarantined, ResumeRecord, ResumeSignal,
-    Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
+    ApiCallRecord, BufferedEvent, ChangeOutcome, FreshWait, Page, Quarantined, ResumeRecord,
+    ResumeSignal, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,
+    apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
@@ -18,6 +19,7 @@ use sea_orm::{
     QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
+use crate::batch::Batcher;
 use crate::entities::{
     api_calls, early_events, kafka_topics, processed_events, quarantined_events, resume_outbox,
     waits,
@@ -33,11 +35,20 @@ pub(crate) const RESUME_CHANNEL: &str = "rendezvous_resumes";
 pub struct SqlStore {
     conn: DatabaseConnection,
     signal: SqlResumeSignal,
+    /// PostgreSQL only: event changes and lookups coalesced across concurrent requests.
+    batchers: Option<Batchers>,
 }
 
 impl SqlStore {
+    /// Must run inside a Tokio runtime: on PostgreSQL it starts the batching tasks.
     pub(crate) fn new(conn: DatabaseConnection, signal: SqlResumeSignal) -> Self {
-        Self { conn, signal }
+        let batchers = (conn.get_database_backend() == DbBackend::Postgres)
+            .then(|| Batchers::spawn(&conn, &signal));
+        Self {
+            conn,
+            signal,
+            batchers,
+        }
     }
 
     fn backend(&self) -> DbBackend {
@@ -99,28 +110,528 @@ fn ph(backend: DbBackend, n: usize) -> String {
     }
 }
 
-/// `SqlStore::apply_change` on PostgreSQL (built once: it names [`RESUME_CHANNEL`]).
-static APPLY_CHANGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// A batch of [`Store::apply_change`]s on PostgreSQL in one statement (built once: it names
+/// [`RESUME_CHANNEL`]). `$1` is a JSON array of [`ChangeRow`]s, each for a different wait.
+/// Per row: the compare-and-set `UPDATE` (refused when the version moved or the inbox already
+/// has the event), and only where it happened the inbox row and the resume; one `NOTIFY` when
+/// any resume was written. A statement is atomic, so each row is what a transaction of the
+/// [`StoreTx`] steps would have written, and the batch commits once.
+static APPLY_CHANGES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH upd AS ( \
-               UPDATE waits SET status = $3, progress = $4, updated_at = $5, decided_at = $6, version = $7 \
-               WHERE id = $1 AND version = $2 \
-                 AND NOT EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) \
-               RETURNING id), \
+        "WITH input AS ( \
+               SELECT * FROM json_to_recordset($1::json) AS t( \
+                 n int, id uuid, expected bigint, status text, progress text, updated_at bigint, \
+                 decided_at bigint, version bigint, event_key text, source text, \
+                 resume_id uuid, tenant_id text, resume text) LIMIT $2), \
+             upd AS ( \
+               UPDATE waits w SET status = i.status, progress = i.progress, \
+                 updated_at = i.updated_at, decided_at = i.decided_at, version = i.version \
+               FROM input i \
+               WHERE w.id = i.id AND w.version = i.expected \
+                 AND NOT EXISTS (SELECT 1 FROM processed_events p \
+                                 WHERE p.wait_id = i.id AND p.event_key = i.event_key) \
+               RETURNING w.id), \
              inbox AS ( \
                INSERT INTO processed_events (wait_id, event_key, source, processed_at) \
-               SELECT id, $8, $9, $5 FROM upd WHERE $8::text IS NOT NULL \
+               SELECT i.id, i.event_key, i.source, i.updated_at FROM input i JOIN upd ON upd.id = i.id \
+               WHERE i.event_key IS NOT NULL \
                ON CONFLICT DO NOTHING RETURNING 1), \
              outbox AS ( \
                INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts) \
-               SELECT $10, id, $11, $12, $6, 0 FROM upd WHERE $12::text IS NOT NULL \
+               SELECT i.resume_id, i.id, i.tenant_id, i.resume, i.decided_at, 0 \
+               FROM input i JOIN upd ON upd.id = i.id WHERE i.resume IS NOT NULL \
                ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
-             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM outbox) \
-             SELECT (SELECT count(*) FROM upd) AS updated, \
-                    (SELECT count(*) FROM wake) AS woken, \
-                    EXISTS (SELECT 1 FROM processed_events WHERE wait_id = $1 AND event_key = $8) AS already"
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM (SELECT 1 FROM outbox LIMIT 1) o) \
+             SELECT i.n, \
+                    EXISTS (SELECT 1 FROM upd WHERE upd.id = i.id) AS updated, \
+                    EXISTS (SELECT 1 FROM processed_events p \
+                            WHERE p.wait_id = i.id AND p.event_key = i.event_key) AS already, \
+                    (SELECT count(*) FROM wake) AS woken \
+             FROM input i"
     )
 });
+
+/// A batch of [`Store::find_wait`]s on PostgreSQL in one statement: `$1` is a JSON array of
+/// [`FindRow`]s; each wait found comes back with the `n` of the lookup it answers.
+const FIND_WAITS_SQL: &str = "SELECT i.n AS batch_n, w.* \
+     FROM (SELECT * FROM json_to_recordset($1::json) AS t(n int, tenant_id text, correlation_id text) \
+           LIMIT $2) i \
+     JOIN waits w ON w.tenant_id = i.tenant_id AND w.correlation_id = i.correlation_id";
+
+/// A batch of [`Store::insert_fresh_wait`]s on PostgreSQL, first statement of the batch's
+/// transaction: the correlation locks, taken with `pg_try_advisory_xact_lock` so that a batch
+/// never waits for (or deadlocks with) another transaction; a registration whose lock is held
+/// elsewhere is not fresh and takes the full path, which waits for the lock.
+const LOCK_FRESH_SQL: &str = "SELECT i.n, pg_try_advisory_xact_lock(hashtextextended(i.k, 0)) AS locked \
+     FROM json_to_recordset($1::json) AS i(n int, k text)";
+
+/// The second statement, in a new snapshot that sees whatever committed before the locks were
+/// taken: each locked registration is inserted with its call and resume only if no wait has
+/// its idempotency identity and no early event is pending for its correlation id (a wait with
+/// its correlation id makes the insert do nothing). One `NOTIFY` when any resume was written.
+static INSERT_FRESH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH input AS ( \
+               SELECT * FROM json_to_recordset($1::json) AS t( \
+                 n int, id uuid, tenant_id text, correlation_id text, execution_id text, \
+                 node_id text, idempotency_key text, workflow_id text, status text, spec text, \
+                 progress text, deadline bigint, created_at bigint, decided_at bigint, \
+                 call text, resume_id uuid, resume text) LIMIT $2), \
+             fresh AS ( \
+               SELECT i.* FROM input i \
+               WHERE NOT EXISTS (SELECT 1 FROM waits w WHERE w.tenant_id = i.tenant_id \
+                   AND w.execution_id = i.execution_id AND w.node_id = i.node_id \
+                   AND w.idempotency_key = i.idempotency_key) \
+                 AND NOT EXISTS (SELECT 1 FROM early_events e WHERE e.tenant_id = i.tenant_id \
+                   AND e.correlation_id = i.correlation_id AND e.status = 'pending' \
+                   AND e.expires_at > i.created_at)), \
+             ins AS ( \
+               INSERT INTO waits (id, tenant_id, correlation_id, execution_id, node_id, \
+                 idempotency_key, workflow_id, status, spec, progress, deadline, created_at, \
+                 updated_at, decided_at, version) \
+               SELECT id, tenant_id, correlation_id, execution_id, node_id, idempotency_key, \
+                 workflow_id, status, spec, progress, deadline, created_at, created_at, \
+                 decided_at, 1 FROM fresh \
+               ON CONFLICT DO NOTHING RETURNING id), \
+             calls AS ( \
+               INSERT INTO api_calls (wait_id, request, status, attempts, next_attempt_at, \
+                 created_at, updated_at) \
+               SELECT f.id, f.call, 'pending', 0, f.created_at, f.created_at, f.created_at \
+               FROM fresh f JOIN ins ON ins.id = f.id WHERE f.call IS NOT NULL), \
+             outbox AS ( \
+               INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts) \
+               SELECT f.resume_id, f.id, f.tenant_id, f.resume, f.decided_at, 0 \
+               FROM fresh f JOIN ins ON ins.id = f.id WHERE f.resume IS NOT NULL \
+               ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM (SELECT 1 FROM outbox LIMIT 1) o) \
+             SELECT i.n, EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id) AS inserted, \
+                    (SELECT count(*) FROM wake) AS woken \
+             FROM input i"
+    )
+});
+
+/// The parameters of a batch statement: `$1` the rows as a JSON array, `$2` how many there
+/// are. `LIMIT $2` on the input tells the planner the batch's real size (it assumes 100 rows
+/// of any set-returning function), which with custom plans (`plan_cache_mode`, set per
+/// connection) keeps it on index lookups whatever the table's size or statistics.
+fn batch_params<T: serde::Serialize>(rows: &[T]) -> Result<Vec<Value>, StoreError> {
+    Ok(vec![
+        json(&rows)?.into(),
+        i64::try_from(rows.len()).unwrap_or(i64::MAX).into(),
+    ])
+}
+
+/// The error a batch statement failed with, for each request it carried.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+/// Most requests one batch statement carries.
+const MAX_BATCH: usize = 128;
+/// Batch statements of one kind running at once (each holds a pooled connection).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// One [`WaitChange`], owned, as a row of the batch statement's input.
+#[derive(Debug, serde::Serialize)]
+struct ChangeRow {
+    n: usize,
+    id: uuid::Uuid,
+    expected: i64,
+    status: &'static str,
+    progress: String,
+    updated_at: i64,
+    decided_at: Option<i64>,
+    version: i64,
+    event_key: Option<String>,
+    source: Option<String>,
+    resume_id: Option<uuid::Uuid>,
+    tenant_id: Option<String>,
+    resume: Option<String>,
+}
+
+impl ChangeRow {
+    fn of(change: WaitChange<'_>) -> Result<Self, StoreError> {
+        let s = &change.wait.state;
+        let (event_key, source) = change.processed.map_or((None, None), |(k, s)| {
+            (Some(k.to_string()), Some(s.to_string()))
+        });
+        Ok(Self {
+            n: 0,
+            id: s.key.id.as_uuid(),
+            expected: change.expected_version,
+            status: s.status().as_str(),
+            progress: progress_json(s)?,
+            updated_at: change.wait.updated_at.as_millis(),
+            decided_at: s.resolution.as_ref().map(|r| r.decided_at.as_millis()),
+            version: change.wait.version,
+            event_key,
+            source,
+            resume_id: change.resume.map(|r| r.resume_id),
+            tenant_id: change.resume.map(|r| r.tenant.to_string()),
+            resume: change.resume.map(json).transpose()?,
+        })
+    }
+}
+
+/// One [`FreshWait`], owned, as a row of [`INSERT_FRESH_SQL`]'s input.
+#[derive(Debug, serde::Serialize)]
+struct FreshRow {
+    n: usize,
+    id: uuid::Uuid,
+    tenant_id: String,
+    correlation_id: String,
+    execution_id: String,
+    node_id: String,
+    idempotency_key: String,
+    workflow_id: Option<String>,
+    status: &'static str,
+    spec: String,
+    progress: String,
+    deadline: i64,
+    created_at: i64,
+    decided_at: Option<i64>,
+    call: Option<String>,
+    resume_id: Option<uuid::Uuid>,
+    resume: Option<String>,
+}
+
+impl FreshRow {
+    fn of(fresh: FreshWait<'_>) -> Result<Self, StoreError> {
+        let wait = fresh.wait;
+        let s = &wait.state;
+        if wait.version != 1 || wait.updated_at != s.created_at {
+            return Err(StoreError::Other(format!(
+                "a fresh wait has version 1 and was last changed when created; wait {} has version {} and changed at {}",
+                s.key.id,
+                wait.version,
+                wait.updated_at.as_millis()
+            )));
+        }
+        let call = fresh
+            .call
+            .map(|call| {
+                json(&StoredCall {
+                    tenant: call.tenant.clone(),
+                    correlation_id: call.correlation_id.clone(),
+                    execution_id: call.execution_id.clone(),
+                    request: call.request.clone(),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            n: 0,
+            id: s.key.id.as_uuid(),
+            tenant_id: s.key.tenant.to_string(),
+            correlation_id: s.key.correlation_id.to_string(),
+            execution_id: s.key.execution_id.to_string(),
+            node_id: s.key.node_id.to_string(),
+            idempotency_key: wait.idempotency_key.clone(),
+            workflow_id: wait.workflow_id.clone(),
+            status: s.status().as_str(),
+            spec: json(&s.spec)?,
+            progress: progress_json(s)?,
+            deadline: s.deadline.as_millis(),
+            created_at: s.created_at.as_millis(),
+            decided_at: s.resolution.as_ref().map(|r| r.decided_at.as_millis()),
+            call,
+            resume_id: fresh.resume.map(|r| r.resume_id),
+            resume: fresh.resume.map(json).transpose()?,
+        })
+    }
+
+    /// The correlation lock's key, as [`StoreTx::lock_correlation`] makes it.
+    fn lock_key(&self) -> String {
+        correlation_lock_key(&self.tenant_id, &self.correlation_id)
+    }
+}
+
+/// The key of a correlation id's advisory lock. Ids cannot hold control characters, so the
+/// unit separator keeps keys unambiguous.
+fn correlation_lock_key(tenant: &str, correlation_id: &str) -> String {
+    format!("{tenant}\u{1f}{correlation_id}")
+}
+
+/// One [`Store::find_wait`] as a row of the batch statement's input.
+#[derive(Debug, serde::Serialize)]
+struct FindRow {
+    n: usize,
+    tenant_id: String,
+    correlation_id: String,
+}
+
+/// The PostgreSQL batchers of a store.
+#[derive(Debug, Clone)]
+struct Batchers {
+    changes: Batcher<ChangeRow, ChangeOutcome>,
+    finds: Batcher<FindRow, Option<StoredWait>>,
+    fresh: Batcher<FreshRow, FreshOutcome>,
+}
+
+/// What one registration of a batch came to.
+#[derive(Debug, Clone, Copy)]
+struct FreshOutcome {
+    inserted: bool,
+}
+
+impl Batchers {
+    fn spawn(conn: &DatabaseConnection, signal: &SqlResumeSignal) -> Self {
+        let (c, s) = (conn.clone(), signal.clone());
+        let changes = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+            let (c, s) = (c.clone(), s.clone());
+            async move { apply_changes(&c, &s, rows).await }
+        });
+        let c = conn.clone();
+        let finds = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+            let c = c.clone();
+            async move { find_waits(&c, rows).await }
+        });
+        let (c, s) = (conn.clone(), signal.clone());
+        let fresh = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+            let (c, s) = (c.clone(), s.clone());
+            async move { insert_fresh_waits(&c, &s, rows).await }
+        });
+        Self {
+            changes,
+            finds,
+            fresh,
+        }
+    }
+}
+
+/// Registers a batch in one transaction: the correlation locks ([`LOCK_FRESH_SQL`]), then the
+/// inserts ([`INSERT_FRESH_SQL`]), one commit. Any failure but unavailability only means "not
+/// fresh": each registration then takes the full path on its own.
+async fn insert_fresh_waits(
+    conn: &DatabaseConnection,
+    signal: &SqlResumeSignal,
+    mut rows: Vec<FreshRow>,
+) -> Vec<Result<FreshOutcome, StoreError>> {
+    for (n, row) in rows.iter_mut().enumerate() {
+        row.n = n;
+    }
+    let written = async {
+        #[derive(serde::Serialize)]
+        struct Lock {
+            n: usize,
+            k: String,
+        }
+        let locks: Vec<Lock> = rows
+            .iter()
+            .map(|r| Lock {
+                n: r.n,
+                k: r.lock_key(),
+            })
+            .collect();
+        let tx = conn.begin().await.map_err(db_err)?;
+        let locked = tx
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                LOCK_FRESH_SQL,
+                [json(&locks)?.into()],
+            ))
+            .await
+            .map_err(db_err)?;
+        let mut candidates = Vec::with_capacity(rows.len());
+        for row in locked {
+            let n: i32 = row.try_get("", "n").map_err(db_err)?;
+            if row.try_get::<bool>("", "locked").map_err(db_err)? {
+                candidates.push(
+                    usize::try_from(n)
+                        .ok()
+                        .and_then(|n| rows.get(n))
+                        .ok_or_else(|| StoreError::Other("lock for no registration".into()))?,
+                );
+            }
+        }
+        let mut inserted = vec![false; rows.len()];
+        let mut woken = false;
+        if !candidates.is_empty() {
+            let written = tx
+                .query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    INSERT_FRESH_SQL.as_str(),
+                    batch_params(&candidates)?,
+                ))
+                .await
+                .map_err(db_err)?;
+            for row in written {
+                let n: i32 = row.try_get("", "n").map_err(db_err)?;
+                let slot = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| inserted.get_mut(n))
+                    .ok_or_else(|| StoreError::Other("insert for no registration".into()))?;
+                *slot = row.try_get("", "inserted").map_err(db_err)?;
+                woken |= row.try_get::<i64>("", "woken").map_err(db_err)? > 0;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok::<_, StoreError>((inserted, woken))
+    }
+    .await;
+    match written {
+        Ok((inserted, woken)) => {
+            if woken {
+                signal.notify_local();
+            }
+            inserted
+                .into_iter()
+                .map(|inserted| Ok(FreshOutcome { inserted }))
+                .collect()
+        }
+        Err(e @ StoreError::Unavailable(_)) => rows.iter().map(|_| Err(same_error(&e))).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, registrations = rows.len(), "a batch of registrations failed; each takes the full path");
+            rows.iter()
+                .map(|_| Ok(FreshOutcome { inserted: false }))
+                .collect()
+        }
+    }
+}
+
+/// Writes a batch of changes: in rounds in which each wait changes at most once (an `UPDATE`
+/// cannot change one row twice in a statement; a later change of the same wait was computed
+/// from the same version and is refused by its round as it would be on its own). A round that
+/// fails for anything but unavailability is retried change by change, so that one bad change
+/// cannot fail the others.
+async fn apply_changes(
+    conn: &DatabaseConnection,
+    signal: &SqlResumeSignal,
+    mut rows: Vec<ChangeRow>,
+) -> Vec<Result<ChangeOutcome, StoreError>> {
+    for (n, row) in rows.iter_mut().enumerate() {
+        row.n = n;
+    }
+    let mut results: Vec<Option<Result<ChangeOutcome, StoreError>>> =
+        rows.iter().map(|_| None).collect();
+    let mut remaining: Vec<&ChangeRow> = rows.iter().collect();
+    let mut woken = false;
+    while !remaining.is_empty() {
+        let mut ids = std::collections::HashSet::new();
+        let (round, later): (Vec<&ChangeRow>, Vec<&ChangeRow>) =
+            remaining.into_iter().partition(|r| ids.insert(r.id));
+        match apply_round(conn, &round).await {
+            Ok((outcomes, wake)) => {
+                woken |= wake;
+                for (n, outcome) in outcomes {
+                    results[n] = Some(Ok(outcome));
+                }
+            }
+            Err(e) if round.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
+                for row in &round {
+                    results[row.n] = Some(Err(same_error(&e)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, changes = round.len(), "a batch of wait changes failed; writing them one by one");
+                for row in &round {
+                    results[row.n] = Some(match apply_round(conn, &[row]).await {
+                        Ok((mut outcomes, wake)) => {
+                            woken |= wake;
+                            outcomes.pop().map(|(_, o)| o).ok_or_else(|| {
+                                StoreError::Other("apply_change returned no row".into())
+                            })
+                        }
+                        Err(e) => Err(e),
+                    });
+                }
+            }
+        }
+        remaining = later;
+    }
+    if woken {
+        signal.notify_local();
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Other("apply_change returned no row".into()))))
+        .collect()
+}
+
+/// One statement of [`APPLY_CHANGES_SQL`]: each row's outcome by its `n`, and whether a
+/// resume was written.
+async fn apply_round(
+    conn: &DatabaseConnection,
+    round: &[&ChangeRow],
+) -> Result<(Vec<(usize, ChangeOutcome)>, bool), StoreError> {
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            APPLY_CHANGES_SQL.as_str(),
+            batch_params(round)?,
+        ))
+        .await
+        .map_err(db_err)?;
+    let mut woken = false;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let n: i32 = row.try_get("", "n").map_err(db_err)?;
+        let updated: bool = row.try_get("", "updated").map_err(db_err)?;
+        let already: bool = row.try_get("", "already").map_err(db_err)?;
+        woken |= row.try_get::<i64>("", "woken").map_err(db_err)? > 0;
+        let outcome = match (updated, already) {
+            (true, _) => ChangeOutcome::Applied,
+            (false, true) => ChangeOutcome::AlreadyProcessed,
+            (false, false) => ChangeOutcome::VersionMoved,
+        };
+        outcomes.push((usize::try_from(n).unwrap_or(usize::MAX), outcome));
+    }
+    if outcomes.len() != round.len()
+        || outcomes
+            .iter()
+            .any(|(n, _)| !round.iter().any(|r| r.n == *n))
+    {
+        return Err(StoreError::Other(
+            "apply_change returned rows that do not match its input".into(),
+        ));
+    }
+    Ok((outcomes, woken))
+}
+
+/// Looks up a batch of correlation ids in one statement.
+async fn find_waits(
+    conn: &DatabaseConnection,
+    mut rows: Vec<FindRow>,
+) -> Vec<Result<Option<StoredWait>, StoreError>> {
+    for (n, row) in rows.iter_mut().enumerate() {
+        row.n = n;
+    }
+    let found = async {
+        let found = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                FIND_WAITS_SQL,
+                batch_params(&rows)?,
+            ))
+            .await
+            .map_err(db_err)?;
+        let mut results: Vec<Result<Option<StoredWait>, StoreError>> =
+            rows.iter().map(|_| Ok(None)).collect();
+        for row in found {
+            let n: i32 = row.try_get("", "batch_n").map_err(db_err)?;
+            let slot = usize::try_from(n)
+                .ok()
+                .and_then(|n| results.get_mut(n))
+                .ok_or_else(|| {
+                    StoreError::Other("find_wait returned a row for no lookup".into())
+                })?;
+            // A corrupt row fails its own lookup only.
+            *slot = waits::Model::from_query_result(&row, "")
+                .map_err(db_err)
+                .and_then(wait_from_row)
+                .map(Some);
+        }
+        Ok::<_, StoreError>(results)
+    }
+    .await;
+    match found {
+        Ok(results) => results,
+        Err(e) => rows.iter().map(|_| Err(same_error(&e))).collect(),
+    }
+}
 
 #[async_trait]
 impl Store for SqlStore {
@@ -146,60 +657,23 @@ impl Store for SqlStore {
         })
     }
 
-    /// On PostgreSQL one statement, committed on its own (one round trip): the compare-and-set
-    /// `UPDATE` (which also refuses when the inbox already has the event), the inbox row and
-    /// the resume with its `NOTIFY`, each insert running only if the update did. A statement
-    /// is atomic, so this is the transaction of the default, without its round trips.
+    /// On PostgreSQL one statement, committed on its own, shared with the changes other
+    /// requests make at the same time ([`APPLY_CHANGES_SQL`], through the batcher): one round
+    /// trip and one commit for many events under load.
     async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
-        if self.backend() != DbBackend::Postgres {
-            return apply_change_in_tx(self, change).await;
+        match &self.batchers {
+            Some(batchers) => batchers.changes.call(ChangeRow::of(change)?).await,
+            None => apply_change_in_tx(self, change).await,
         }
-        let s = &change.wait.state;
-        let (event_key, source) = change.processed.map_or((None, None), |(k, s)| {
-            (Some(k.to_string()), Some(s.to_string()))
-        });
-        let resume = change.resume.map(json).transpose()?;
-        let sql = APPLY_CHANGE_SQL.as_str();
-        let values: Vec<Value> = vec![
-            s.key.id.as_uuid().into(),
-            change.expected_version.into(),
-            s.status().as_str().into(),
-            progress_json(s)?.into(),
-            change.wait.updated_at.as_millis().into(),
-            s.resolution
-                .as_ref()
-                .map(|r| r.decided_at.as_millis())
-                .into(),
-            change.wait.version.into(),
-            event_key.into(),
-            source.into(),
-            change.resume.map(|r| r.resume_id).into(),
-            change.resume.map(|r| r.tenant.to_string()).into(),
-            resume.into(),
-        ];
-        let row = self
-            .conn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| StoreError::Other("apply_change returned no row".into()))?;
-        let get = |c: &str| row.try_get::<i64>("", c).map_err(db_err);
-        if get("updated")? == 0 {
-            let already: bool = row.try_get("", "already").map_err(db_err)?;
-            return Ok(if already {
-                ChangeOutcome::AlreadyProcessed
-            } else {
-                ChangeOutcome::VersionMoved
-            });
+    }
+
+    /// On PostgreSQL shared with the registrations other requests make at the same time:
+    /// one transaction of two statements for the whole batch ([`insert_fresh_waits`]).
+    async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
+        match &self.batchers {
+            Some(batchers) => Ok(batchers.fresh.call(FreshRow::of(fresh)?).await?.inserted),
+            None => insert_fresh_wait_in_tx(self, fresh).await,
         }
-        if get("woken")? > 0 {
-            self.signal.notify_local();
-        }
-        Ok(ChangeOutcome::Applied)
     }
 
     async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError> {
@@ -216,7 +690,19 @@ impl Store for SqlStore {
         tenant: &TenantId,
         correlation_id: &CorrelationId,
     ) -> Result<Option<StoredWait>, StoreError> {
-        find_wait(&self.conn, tenant, correlation_id).await
+        match &self.batchers {
+            Some(batchers) => {
+                batchers
+                    .finds
+                    .call(FindRow {
+                        n: 0,
+                        tenant_id: tenant.to_string(),
+                        correlation_id: correlation_id.to_string(),
+                    })
+                    .await
+            }
+            None => find_wait(&self.conn, tenant, correlation_id).await,
+        }
     }
 
     async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError> {
@@ -588,8 +1074,7 @@ impl StoreTx for SqlTx {
     ) -> Result<(), StoreError> {
         // SQLite runs one writer at a time (one pooled connection), so only PostgreSQL needs a lock.
         if self.backend() == DbBackend::Postgres {
-            // Ids cannot hold control characters, so the unit separator keeps keys unambiguous.
-            let key = format!("{tenant}\u{1f}{correlation_id}");
+            let key = correlation_lock_key(tenant.as_str(), correlation_id.as_str());
             self.tx
                 .execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,

@@ -162,6 +162,60 @@ pub async fn apply_change_in_tx<S: Store>(
     Ok(ChangeOutcome::Applied)
 }
 
+/// A registration with nothing before it, written by [`Store::insert_fresh_wait`]: the new
+/// wait (version 1, its `updated_at` the registration time), its outbound call and, when it is
+/// decided at once, its resume.
+#[derive(Debug, Clone, Copy)]
+pub struct FreshWait<'a> {
+    /// The wait.
+    pub wait: &'a StoredWait,
+    /// The outbound API call to put in the outbox.
+    pub call: Option<&'a ApiCallRecord>,
+    /// The resume, when the wait is decided at registration.
+    pub resume: Option<&'a ResumeRecord>,
+}
+
+/// [`Store::insert_fresh_wait`] as a transaction of [`StoreTx`] steps (the default).
+pub async fn insert_fresh_wait_in_tx<S: Store>(
+    store: &S,
+    fresh: FreshWait<'_>,
+) -> Result<bool, StoreError> {
+    let key = &fresh.wait.state.key;
+    let now = fresh.wait.updated_at;
+    let mut tx = store.begin().await?;
+    tx.lock_correlation(&key.tenant, &key.correlation_id)
+        .await?;
+    if tx
+        .find_by_idempotency(
+            &key.tenant,
+            &key.execution_id,
+            &key.node_id,
+            &fresh.wait.idempotency_key,
+        )
+        .await?
+        .is_some()
+        || !tx
+            .pending_buffered(&key.tenant, &key.correlation_id, now)
+            .await?
+            .is_empty()
+    {
+        return Ok(false);
+    }
+    match tx.insert_wait(fresh.wait).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Some(call) = fresh.call {
+        tx.insert_api_call(call, now).await?;
+    }
+    if let Some(resume) = fresh.resume {
+        tx.insert_resume(resume).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// The database. Reads outside transactions; writes through [`StoreTx`].
 #[async_trait]
 pub trait Store: Clone + Send + Sync + 'static {
@@ -176,6 +230,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// steps; a store may do it in one round trip.
     async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
         apply_change_in_tx(self, change).await
+    }
+
+    /// Inserts a registration atomically under its correlation lock, but only if nothing
+    /// came before it: no wait has its idempotency identity or its correlation id, and no
+    /// early event is pending for its correlation id. `false` (nothing written) otherwise, and
+    /// the caller takes the full registration path, which deals with each of those. The
+    /// default runs a transaction of the [`StoreTx`] steps; a store may share one transaction
+    /// among concurrent registrations.
+    async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
+        insert_fresh_wait_in_tx(self, fresh).await
     }
 
     /// A wait by id.

@@ -11,9 +11,9 @@ use rendezvous_domain::{
     WaitState,
 };
 use rendezvous_ports::{
-    ApiCallRecord, CallFailure, ChangeOutcome, Clock, HttpCaller, Page, Quarantined, ResumeRecord,
-    ResumeSignal, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,
-    retry_after,
+    ApiCallRecord, CallFailure, ChangeOutcome, Clock, FreshWait, HttpCaller, Page, Quarantined,
+    ResumeRecord, ResumeSignal, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange,
+    WaitQuery, retry_after,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -520,6 +520,20 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 CorrelationId::parse(uuid::Uuid::new_v4().to_string())
                     .expect("a UUID is a valid correlation id")
             });
+            let key = WaitKey {
+                id: WaitId::from_uuid(uuid::Uuid::new_v4()),
+                tenant: tenant.clone(),
+                correlation_id: correlation_id.clone(),
+                execution_id: execution_id.clone(),
+                node_id: node_id.clone(),
+            };
+            if attempt == 0
+                && let Some(registered) = self
+                    .register_fresh(key.clone(), &spec, &request, &workflow_id, now)
+                    .await?
+            {
+                return Ok(registered);
+            }
             let mut tx = self.store.begin().await?;
             tx.lock_correlation(&tenant, &correlation_id).await?;
             if let Some(existing) = tx
@@ -547,13 +561,6 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     created: false,
                 });
             }
-            let key = WaitKey {
-                id: WaitId::from_uuid(uuid::Uuid::new_v4()),
-                tenant: tenant.clone(),
-                correlation_id: correlation_id.clone(),
-                execution_id: execution_id.clone(),
-                node_id: node_id.clone(),
-            };
             let mut state = WaitState::register(key, spec.clone(), now);
             let buffered = tx.pending_buffered(&tenant, &correlation_id, now).await?;
             let mut accepted = Vec::new();
@@ -563,13 +570,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     accepted.push((b.event.key.clone(), source));
                 }
             }
-            let wait = StoredWait {
-                state,
-                version: 1,
-                idempotency_key: request.idempotency_key.clone(),
-                workflow_id: workflow_id.clone(),
-                updated_at: now,
-            };
+            let wait = new_wait(state, &request, &workflow_id, now);
             match tx.insert_wait(&wait).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) if chosen.is_some() && attempt == 0 => {
@@ -675,6 +676,87 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         Err(ServiceError::Contended(format!(
             "registration of execution {execution_id} node {node_id}"
         )))
+    }
+
+    /// The common registration in one store write: nothing came before it (no wait under its
+    /// idempotency identity or correlation id, no early events, no topic this instance has not
+    /// recorded yet). `None` when something did, or when the call cannot be rendered or is not
+    /// allowed: the full path then decides what the caller gets.
+    async fn register_fresh(
+        &self,
+        key: WaitKey,
+        spec: &WaitSpec,
+        request: &RegisterWait,
+        workflow_id: &Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<Registered>, ServiceError> {
+        {
+            let known = self
+                .known_topics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if topic_fields(spec).iter().any(|t| !known.contains(t)) {
+                return Ok(None);
+            }
+        }
+        let state = WaitState::register(key, spec.clone(), now);
+        let call = match spec.api_call() {
+            Some(call) if state.is_open() && !state.satisfied().contains(&SourceName::api()) => {
+                let k = &state.key;
+                let Ok(mut rendered) = call.render(
+                    &request.input_variables,
+                    k.id,
+                    &k.correlation_id,
+                    &k.execution_id,
+                ) else {
+                    return Ok(None);
+                };
+                if self.check_destination(&rendered.url).is_err() {
+                    return Ok(None);
+                }
+                if let Some(traceparent) = &request.traceparent {
+                    rendered
+                        .headers
+                        .insert("traceparent".into(), traceparent.clone());
+                }
+                Some(ApiCallRecord {
+                    wait_id: k.id,
+                    tenant: k.tenant.clone(),
+                    correlation_id: k.correlation_id.clone(),
+                    execution_id: k.execution_id.clone(),
+                    request: rendered,
+                    attempts: 0,
+                })
+            }
+            _ => None,
+        };
+        let wait = new_wait(state, request, workflow_id, now);
+        let resume = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4());
+        let fresh = FreshWait {
+            wait: &wait,
+            call: call.as_ref(),
+            resume: resume.as_ref(),
+        };
+        if !self.store.insert_fresh_wait(fresh).await? {
+            return Ok(None);
+        }
+        if call.is_some() {
+            self.calls_pending.notify_one();
+        }
+        let k = &wait.state.key;
+        tracing::info!(
+            wait_id = %k.id,
+            correlation_id = %k.correlation_id,
+            execution_id = %k.execution_id,
+            node_id = %k.node_id,
+            status = %wait.state.status(),
+            buffered = 0,
+            "wait registered"
+        );
+        Ok(Some(Registered {
+            wait,
+            created: true,
+        }))
     }
 
     /// Delivers one event for a correlation id: applied to the wait if it exists, otherwise
@@ -959,6 +1041,22 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
         }
+    }
+}
+
+/// A wait as registration stores it: version 1, last changed when registered.
+fn new_wait(
+    state: WaitState,
+    request: &RegisterWait,
+    workflow_id: &Option<String>,
+    now: Timestamp,
+) -> StoredWait {
+    StoredWait {
+        state,
+        version: 1,
+        idempotency_key: request.idempotency_key.clone(),
+        workflow_id: workflow_id.clone(),
+        updated_at: now,
     }
 }
 
