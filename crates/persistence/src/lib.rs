@@ -90,15 +90,8 @@ impl Database {
             // default (the re-check after the correlation lock must see what committed while
             // it waited), set once per connection rather than by a `SET TRANSACTION` round
             // trip in every transaction.
-            // Custom plans for every statement: a generic plan made while the tables were
-            // small (a fresh database) would keep scanning them as they grow, until the next
-            // ANALYZE; planned per execution, the batch statements (whose `LIMIT $2` gives the
-            // planner the batch's size) stay on index lookups.
             options.map_sqlx_postgres_opts(|o| {
-                o.options([
-                    ("default_transaction_isolation", "read committed"),
-                    ("plan_cache_mode", "force_custom_plan"),
-                ])
+                o.options([("default_transaction_isolation", "read committed")])
             });
         }
         // Opening a SQLite file switches it to WAL, which needs a moment of exclusive access:

@@ -14,13 +14,24 @@ use crate::store::RESUME_CHANNEL;
 #[derive(Debug, Clone)]
 pub struct SqlResumeSignal {
     sender: Arc<watch::Sender<u64>>,
+    /// The payload of this instance's notifications: its own listener skips them, because
+    /// whoever sent one has already woken the local streams.
+    origin: Arc<str>,
 }
 
 impl Default for SqlResumeSignal {
     fn default() -> Self {
         Self {
             sender: Arc::new(watch::Sender::new(0)),
+            origin: uuid::Uuid::new_v4().to_string().into(),
         }
+    }
+}
+
+impl SqlResumeSignal {
+    /// The payload this instance's `NOTIFY`s carry (a UUID: safe to put in SQL as a literal).
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
     }
 }
 
@@ -59,6 +70,8 @@ pub(crate) async fn listen(url: String, signal: SqlResumeSignal) {
                 } else {
                     loop {
                         match listener.try_recv().await {
+                            // Our own were announced locally when they committed.
+                            Ok(Some(n)) if n.payload() == signal.origin() => {}
                             Ok(Some(_)) => signal.notify_local(),
                             // The connection was lost and is re-established on the next call;
                             // anything sent meanwhile was missed, so look now.

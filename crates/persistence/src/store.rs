@@ -111,7 +111,8 @@ fn ph(backend: DbBackend, n: usize) -> String {
 }
 
 /// A batch of [`Store::apply_change`]s on PostgreSQL in one statement (built once: it names
-/// [`RESUME_CHANNEL`]). `$1` is a JSON array of [`ChangeRow`]s, each for a different wait.
+/// [`RESUME_CHANNEL`]). `$1` is a JSON array of [`ChangeRow`]s, each for a different wait,
+/// `$2` their count, `$3` the instance's notification payload.
 /// Per row: the compare-and-set `UPDATE` (refused when the version moved or the inbox already
 /// has the event), and only where it happened the inbox row and the resume; one `NOTIFY` when
 /// any resume was written. A statement is atomic, so each row is what a transaction of the
@@ -141,13 +142,13 @@ static APPLY_CHANGES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
                SELECT i.resume_id, i.id, i.tenant_id, i.resume, i.decided_at, 0 \
                FROM input i JOIN upd ON upd.id = i.id WHERE i.resume IS NOT NULL \
                ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
-             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM (SELECT 1 FROM outbox LIMIT 1) o) \
-             SELECT i.n, \
-                    EXISTS (SELECT 1 FROM upd WHERE upd.id = i.id) AS updated, \
-                    EXISTS (SELECT 1 FROM processed_events p \
-                            WHERE p.wait_id = i.id AND p.event_key = i.event_key) AS already, \
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', $3) FROM (SELECT 1 FROM outbox LIMIT 1) o) \
+             SELECT i.n, u.id IS NOT NULL AS updated, \
+                    CASE WHEN u.id IS NULL THEN (SELECT true FROM processed_events p \
+                      WHERE p.wait_id = i.id AND p.event_key = i.event_key LIMIT 1) IS NOT NULL \
+                    ELSE false END AS already, \
                     (SELECT count(*) FROM wake) AS woken \
-             FROM input i"
+             FROM input i LEFT JOIN upd u ON u.id = i.id"
     )
 });
 
@@ -203,17 +204,16 @@ static INSERT_FRESH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
                SELECT f.resume_id, f.id, f.tenant_id, f.resume, f.decided_at, 0 \
                FROM fresh f JOIN ins ON ins.id = f.id WHERE f.resume IS NOT NULL \
                ON CONFLICT (wait_id) DO NOTHING RETURNING 1), \
-             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', '') FROM (SELECT 1 FROM outbox LIMIT 1) o) \
-             SELECT i.n, EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id) AS inserted, \
-                    (SELECT count(*) FROM wake) AS woken \
-             FROM input i"
+             wake AS (SELECT pg_notify('{RESUME_CHANNEL}', $3) FROM (SELECT 1 FROM outbox LIMIT 1) o) \
+             SELECT i.n, ins.id IS NOT NULL AS inserted, (SELECT count(*) FROM wake) AS woken \
+             FROM input i LEFT JOIN ins ON ins.id = i.id"
     )
 });
 
 /// The parameters of a batch statement: `$1` the rows as a JSON array, `$2` how many there
-/// are. `LIMIT $2` on the input tells the planner the batch's real size (it assumes 100 rows
-/// of any set-returning function), which with custom plans (`plan_cache_mode`, set per
-/// connection) keeps it on index lookups whatever the table's size or statistics.
+/// are. `LIMIT $2` on the input keeps the planner's idea of a batch small (it assumes 100
+/// rows of any set-returning function; of a `LIMIT` parameter, a tenth of that), so that even
+/// a plan cached while the tables were nearly empty joins them by index lookups.
 fn batch_params<T: serde::Serialize>(rows: &[T]) -> Result<Vec<Value>, StoreError> {
     Ok(vec![
         json(&rows)?.into(),
@@ -232,8 +232,12 @@ fn same_error(e: &StoreError) -> StoreError {
 
 /// Most requests one batch statement carries.
 const MAX_BATCH: usize = 128;
-/// Batch statements of one kind running at once (each holds a pooled connection).
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Batch statements of one kind running at once (each holds a pooled connection). Few is
+/// fast: requests that wait for a free slot make the next batch bigger, and a bigger batch
+/// costs the database little more than a small one (measured in `docs/performance.md`: 1 or 2
+/// in flight ≈ 1,700–2,100 joins/s, 4 ≈ 1,000, 8 ≈ 900). Two, so that one slow statement
+/// (a row lock held elsewhere) does not hold up every request of its kind.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// One [`WaitChange`], owned, as a row of the batch statement's input.
 #[derive(Debug, serde::Serialize)]
@@ -454,7 +458,7 @@ async fn insert_fresh_waits(
                 .query_all_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     INSERT_FRESH_SQL.as_str(),
-                    batch_params(&candidates)?,
+                    [batch_params(&candidates)?, vec![signal.origin().into()]].concat(),
                 ))
                 .await
                 .map_err(db_err)?;
@@ -513,7 +517,7 @@ async fn apply_changes(
         let mut ids = std::collections::HashSet::new();
         let (round, later): (Vec<&ChangeRow>, Vec<&ChangeRow>) =
             remaining.into_iter().partition(|r| ids.insert(r.id));
-        match apply_round(conn, &round).await {
+        match apply_round(conn, signal.origin(), &round).await {
             Ok((outcomes, wake)) => {
                 woken |= wake;
                 for (n, outcome) in outcomes {
@@ -528,7 +532,7 @@ async fn apply_changes(
             Err(e) => {
                 tracing::warn!(error = %e, changes = round.len(), "a batch of wait changes failed; writing them one by one");
                 for row in &round {
-                    results[row.n] = Some(match apply_round(conn, &[row]).await {
+                    results[row.n] = Some(match apply_round(conn, signal.origin(), &[row]).await {
                         Ok((mut outcomes, wake)) => {
                             woken |= wake;
                             outcomes.pop().map(|(_, o)| o).ok_or_else(|| {
@@ -555,13 +559,14 @@ async fn apply_changes(
 /// resume was written.
 async fn apply_round(
     conn: &DatabaseConnection,
+    origin: &str,
     round: &[&ChangeRow],
 ) -> Result<(Vec<(usize, ChangeOutcome)>, bool), StoreError> {
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             APPLY_CHANGES_SQL.as_str(),
-            batch_params(round)?,
+            [batch_params(round)?, vec![origin.into()]].concat(),
         ))
         .await
         .map_err(db_err)?;
@@ -1027,7 +1032,10 @@ impl Store for SqlStore {
             if self.backend() == DbBackend::Postgres {
                 // Streams on other instances may take them at once, too.
                 self.conn
-                    .execute_unprepared(&format!("NOTIFY {RESUME_CHANNEL}"))
+                    .execute_unprepared(&format!(
+                        "NOTIFY {RESUME_CHANNEL}, '{}'",
+                        self.signal.origin()
+                    ))
                     .await
                     .map_err(db_err)?;
             }
@@ -1380,7 +1388,10 @@ impl StoreTx for SqlTx {
         if inserted == 1 && self.backend() == DbBackend::Postgres {
             // Delivered to every instance's listener when (and only if) this commits.
             self.tx
-                .execute_unprepared(&format!("NOTIFY {RESUME_CHANNEL}"))
+                .execute_unprepared(&format!(
+                    "NOTIFY {RESUME_CHANNEL}, '{}'",
+                    self.signal.origin()
+                ))
                 .await
                 .map_err(db_err)?;
         }
