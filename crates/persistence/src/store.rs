@@ -1002,6 +1002,22 @@ impl Store for SqlStore {
         if resume_ids.is_empty() {
             return Ok(0);
         }
+        if self.backend() == DbBackend::Postgres {
+            // One statement shape whatever the number of acks (an `IN` list of parameters is
+            // a new prepared statement for every length).
+            let result = self
+                .conn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "UPDATE resume_outbox SET acked_at = $1 \
+                     WHERE resume_id IN (SELECT value::uuid FROM json_array_elements_text($2::json)) \
+                       AND acked_at IS NULL",
+                    [now.as_millis().into(), json(&resume_ids)?.into()],
+                ))
+                .await
+                .map_err(db_err)?;
+            return Ok(result.rows_affected());
+        }
         let result = resume_outbox::Entity::update_many()
             .col_expr(resume_outbox::Column::AckedAt, Expr::value(now.as_millis()))
             .filter(resume_outbox::Column::ResumeId.is_in(resume_ids.iter().copied()))
