@@ -232,12 +232,13 @@ fn same_error(e: &StoreError) -> StoreError {
 
 /// Most requests one batch statement carries.
 const MAX_BATCH: usize = 128;
-/// Batch statements of one kind running at once (each holds a pooled connection). Few is
-/// fast: requests that wait for a free slot make the next batch bigger, and a bigger batch
-/// costs the database little more than a small one (measured in `docs/performance.md`: 1 or 2
-/// in flight ≈ 1,700–2,100 joins/s, 4 ≈ 1,000, 8 ≈ 900). Two, so that one slow statement
-/// (a row lock held elsewhere) does not hold up every request of its kind.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Batch statements of one kind running at once (each holds a pooled connection). One is
+/// fastest: requests that wait for the running batch make the next one bigger, and a bigger
+/// batch costs the database little more than a small one (`docs/performance.md`: 1 in flight
+/// 1,582–1,708 joins/s, 2 1,397–1,436, 4 ≈ 1,000, 8 ≈ 900, alternating runs). What a batch
+/// statement can wait for is brief: row and unique-index locks of the service's own short
+/// transactions (the sweeper, a cancel, a full-path registration).
+const BATCHES_IN_FLIGHT: usize = 1;
 
 /// One [`WaitChange`], owned, as a row of the batch statement's input.
 #[derive(Debug, serde::Serialize)]
