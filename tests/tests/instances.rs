@@ -1,6 +1,7 @@
 //! Two instances on one PostgreSQL database receive the same events concurrently for a
 //! thousand waits: exactly one resume per wait, none lost, none twice. Also: instances starting
-//! at once migrate safely, and a timeout racing the last event decides each wait once.
+//! at once migrate safely, a timeout racing the last event decides each wait once, and events
+//! racing their own registration are never lost.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -124,6 +125,66 @@ async fn two_instances_one_resume_per_wait() -> Result<()> {
     }
     ensure!(deliveries_seen >= WAITS);
     let [a, b] = apps;
+    a.stop().await?;
+    b.stop().await
+}
+
+/// Registrations on one instance racing both of their events on the other (same correlation
+/// ids, sent at the same moment): whichever order the database sees — events buffered first,
+/// registration first, or a registration batch and a buffering transaction at once — every
+/// wait completes with both events. An early event stranded in the buffer would leave its wait
+/// open and this test waiting for a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_racing_their_registration_are_never_lost() -> Result<()> {
+    const RACES: usize = 300;
+    let db = TestDatabase::create(Backend::Postgres).await?;
+    let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
+    let (a, b) = (a?, b?);
+    let mut engine = Engine::connect(a.waits.clone(), 256).await?;
+    let config = seed("01-wait-for-both.json");
+    let registered: Vec<String> = futures_util::stream::iter(0..RACES)
+        .map(|i| {
+            let (mut on_a, mut on_b) = (TestApp::clone_clients(&a), TestApp::clone_clients(&b));
+            let config = config.to_string();
+            async move {
+                let (exec, correlation) = (format!("racer-{i}"), format!("racing-{i}"));
+                let register = on_a.waits.register_wait(v1::RegisterWaitRequest {
+                    execution_id: exec.clone(),
+                    node_id: "node-1".into(),
+                    node_config_json: config,
+                    input_variables: rendezvous_tests::seed_variables(),
+                    correlation_id: correlation.clone(),
+                    ..Default::default()
+                });
+                let mut on_b2 = TestApp::clone_clients(&on_b);
+                let api = on_b.api_response(&correlation, &exec, "api-1");
+                let kafka = on_b2.event(
+                    &correlation,
+                    &exec,
+                    "kafka",
+                    "kafka-1",
+                    json!({"execution_id": exec, "event_type": "action.completed"}),
+                );
+                let (registered, api, kafka) = tokio::join!(register, api, kafka);
+                api?;
+                kafka?;
+                Ok::<_, anyhow::Error>(registered?.into_inner().wait_id)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let mut completed: HashSet<String> = HashSet::new();
+    while completed.len() < RACES {
+        let resume = engine.next(Duration::from_secs(20)).await?;
+        engine.ack(&resume).await?;
+        ensure!(resume.outcome() == v1::Outcome::Completed, "{resume:?}");
+        ensure!(resume.events.len() == 2, "{resume:?}");
+        completed.insert(resume.wait_id.clone());
+    }
+    ensure!(completed == registered.into_iter().collect::<HashSet<_>>());
     a.stop().await?;
     b.stop().await
 }
