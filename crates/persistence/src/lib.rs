@@ -118,11 +118,35 @@ impl Database {
         if config.run_migrations {
             migrate(&conn).await?;
         }
+        // Resume leases and acks on PostgreSQL: a small pool whose commits do not wait for the
+        // WAL flush (`synchronous_commit = off`). Both are soft state under at-least-once
+        // delivery — a lease or ack lost in a database crash only means the resume goes out
+        // again, with the same resume id — and the lease is on every resume's way to the
+        // engine, so it should not wait for a disk flush.
+        let lease_conn = if sqlite {
+            conn.clone()
+        } else {
+            let mut lease_options = options.clone();
+            lease_options
+                .max_connections(4)
+                .min_connections(1)
+                .map_sqlx_postgres_opts(|o| {
+                    o.options([
+                        ("default_transaction_isolation", "read committed"),
+                        ("synchronous_commit", "off"),
+                    ])
+                });
+            sea_orm::Database::connect(lease_options)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("connecting to {}: {e}", redact(&config.url)))
+                })?
+        };
         let signal = SqlResumeSignal::default();
         let listener = (conn.get_database_backend() == DbBackend::Postgres)
             .then(|| tokio::spawn(signal::listen(config.url.clone(), signal.clone())));
         Ok(Self {
-            store: SqlStore::new(conn.clone(), signal.clone()),
+            store: SqlStore::new(conn.clone(), lease_conn.clone(), signal.clone()),
             signal,
             conn,
             listener,
@@ -149,7 +173,9 @@ impl Database {
         if let Some(listener) = self.listener.take() {
             listener.abort();
         }
+        let lease_conn = self.store.lease_conn();
         let _ = self.conn.close().await;
+        let _ = lease_conn.close().await;
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) const RESUME_CHANNEL: &str = "rendezvous_resumes";
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     conn: DatabaseConnection,
+    /// Resume leases and acks: on PostgreSQL a pool with asynchronous commit (see
+    /// `Database::connect`); on SQLite the one connection.
+    lease_conn: DatabaseConnection,
     signal: SqlResumeSignal,
     /// PostgreSQL only: event changes and lookups coalesced across concurrent requests.
     batchers: Option<Batchers>,
@@ -41,14 +44,24 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Must run inside a Tokio runtime: on PostgreSQL it starts the batching tasks.
-    pub(crate) fn new(conn: DatabaseConnection, signal: SqlResumeSignal) -> Self {
+    pub(crate) fn new(
+        conn: DatabaseConnection,
+        lease_conn: DatabaseConnection,
+        signal: SqlResumeSignal,
+    ) -> Self {
         let batchers = (conn.get_database_backend() == DbBackend::Postgres)
             .then(|| Batchers::spawn(&conn, &signal));
         Self {
             conn,
+            lease_conn,
             signal,
             batchers,
         }
+    }
+
+    /// The connection of resume leases and acks (closed with the database).
+    pub(crate) fn lease_conn(&self) -> DatabaseConnection {
+        self.lease_conn.clone()
     }
 
     fn backend(&self) -> DbBackend {
@@ -973,7 +986,7 @@ impl Store for SqlStore {
             pl = ph(backend, values.len()),
         );
         let rows = self
-            .conn
+            .lease_conn
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await
             .map_err(db_err)?;
@@ -1007,7 +1020,7 @@ impl Store for SqlStore {
             // One statement shape whatever the number of acks (an `IN` list of parameters is
             // a new prepared statement for every length).
             let result = self
-                .conn
+                .lease_conn
                 .execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "UPDATE resume_outbox SET acked_at = $1 \
@@ -1428,7 +1441,7 @@ impl StoreTx for SqlTx {
 #[cfg(all(test, feature = "test-util"))]
 mod tests {
     use rendezvous_ports::Store;
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
     use crate::testing::{Backend, POSTGRES_ADMIN_URL, TestDatabase};
     use crate::{Database, DatabaseConfig};
@@ -1465,6 +1478,31 @@ mod tests {
         let level: String = row.try_get("", "transaction_isolation").unwrap();
         assert_eq!(level, "read committed");
         drop(tx);
+        database.close().await;
+    }
+
+    /// Waits, events and resumes are written with durable commits; only leases and acks (soft
+    /// state under at-least-once delivery) commit without waiting for the WAL flush.
+    #[tokio::test]
+    async fn only_leases_and_acks_commit_asynchronously() {
+        let db = TestDatabase::create(Backend::Postgres).await.unwrap();
+        let database = Database::connect(&DatabaseConfig::new(&db.url))
+            .await
+            .unwrap();
+        let store = database.store();
+        let setting = |conn: DatabaseConnection| async move {
+            let row = conn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SHOW synchronous_commit",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<String>("", "synchronous_commit").unwrap()
+        };
+        assert_eq!(setting(store.conn.clone()).await, "on");
+        assert_eq!(setting(store.lease_conn()).await, "off");
         database.close().await;
     }
 }
