@@ -33,6 +33,11 @@ impl SqlResumeSignal {
     pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
+
+    /// The `NOTIFY` statement announcing resumes from this instance.
+    pub(crate) fn notify_statement(&self) -> String {
+        format!("NOTIFY {RESUME_CHANNEL}, '{}'", self.origin)
+    }
 }
 
 /// One stream's view of [`SqlResumeSignal`].

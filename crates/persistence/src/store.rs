@@ -114,6 +114,27 @@ struct StoredCall {
     request: rendezvous_domain::ApiRequest,
 }
 
+/// `api_calls.request` of a call.
+fn stored_call_json(call: &ApiCallRecord) -> Result<String, StoreError> {
+    json(&StoredCall {
+        tenant: call.tenant.clone(),
+        correlation_id: call.correlation_id.clone(),
+        execution_id: call.execution_id.clone(),
+        request: call.request.clone(),
+    })
+}
+
+/// The request of a batch a result row answers: its `column` (the request's index in the
+/// batch), checked against the batch's length.
+fn batch_index(row: &sea_orm::QueryResult, column: &str, len: usize) -> Result<usize, StoreError> {
+    let n: i32 = row.try_get("", column).map_err(db_err)?;
+    usize::try_from(n).ok().filter(|&n| n < len).ok_or_else(|| {
+        StoreError::Other(format!(
+            "a batch statement returned {column} {n} for a batch of {len}"
+        ))
+    })
+}
+
 /// Numbered placeholder `n` (1-based) in the backend's syntax (`$n`, or `?n` on SQLite), so a
 /// parameter may be used more than once.
 fn ph(backend: DbBackend, n: usize) -> String {
@@ -329,17 +350,7 @@ impl FreshRow {
                 wait.updated_at.as_millis()
             )));
         }
-        let call = fresh
-            .call
-            .map(|call| {
-                json(&StoredCall {
-                    tenant: call.tenant.clone(),
-                    correlation_id: call.correlation_id.clone(),
-                    execution_id: call.execution_id.clone(),
-                    request: call.request.clone(),
-                })
-            })
-            .transpose()?;
+        let call = fresh.call.map(stored_call_json).transpose()?;
         Ok(Self {
             n: 0,
             id: s.key.id.as_uuid(),
@@ -386,13 +397,8 @@ struct FindRow {
 struct Batchers {
     changes: Batcher<ChangeRow, ChangeOutcome>,
     finds: Batcher<FindRow, Option<StoredWait>>,
-    fresh: Batcher<FreshRow, FreshOutcome>,
-}
-
-/// What one registration of a batch came to.
-#[derive(Debug, Clone, Copy)]
-struct FreshOutcome {
-    inserted: bool,
+    /// Whether each registration was inserted.
+    fresh: Batcher<FreshRow, bool>,
 }
 
 impl Batchers {
@@ -427,7 +433,7 @@ async fn insert_fresh_waits(
     conn: &DatabaseConnection,
     signal: &SqlResumeSignal,
     mut rows: Vec<FreshRow>,
-) -> Vec<Result<FreshOutcome, StoreError>> {
+) -> Vec<Result<bool, StoreError>> {
     for (n, row) in rows.iter_mut().enumerate() {
         row.n = n;
     }
@@ -455,14 +461,9 @@ async fn insert_fresh_waits(
             .map_err(db_err)?;
         let mut candidates = Vec::with_capacity(rows.len());
         for row in locked {
-            let n: i32 = row.try_get("", "n").map_err(db_err)?;
+            let n = batch_index(&row, "n", rows.len())?;
             if row.try_get::<bool>("", "locked").map_err(db_err)? {
-                candidates.push(
-                    usize::try_from(n)
-                        .ok()
-                        .and_then(|n| rows.get(n))
-                        .ok_or_else(|| StoreError::Other("lock for no registration".into()))?,
-                );
+                candidates.push(&rows[n]);
             }
         }
         let mut inserted = vec![false; rows.len()];
@@ -477,12 +478,8 @@ async fn insert_fresh_waits(
                 .await
                 .map_err(db_err)?;
             for row in written {
-                let n: i32 = row.try_get("", "n").map_err(db_err)?;
-                let slot = usize::try_from(n)
-                    .ok()
-                    .and_then(|n| inserted.get_mut(n))
-                    .ok_or_else(|| StoreError::Other("insert for no registration".into()))?;
-                *slot = row.try_get("", "inserted").map_err(db_err)?;
+                let n = batch_index(&row, "n", inserted.len())?;
+                inserted[n] = row.try_get("", "inserted").map_err(db_err)?;
                 woken |= row.try_get::<i64>("", "woken").map_err(db_err)? > 0;
             }
         }
@@ -495,17 +492,12 @@ async fn insert_fresh_waits(
             if woken {
                 signal.notify_local();
             }
-            inserted
-                .into_iter()
-                .map(|inserted| Ok(FreshOutcome { inserted }))
-                .collect()
+            inserted.into_iter().map(Ok).collect()
         }
         Err(e @ StoreError::Unavailable(_)) => rows.iter().map(|_| Err(same_error(&e))).collect(),
         Err(e) => {
             tracing::warn!(error = %e, registrations = rows.len(), "a batch of registrations failed; each takes the full path");
-            rows.iter()
-                .map(|_| Ok(FreshOutcome { inserted: false }))
-                .collect()
+            rows.iter().map(|_| Ok(false)).collect()
         }
     }
 }
@@ -630,15 +622,9 @@ async fn find_waits(
         let mut results: Vec<Result<Option<StoredWait>, StoreError>> =
             rows.iter().map(|_| Ok(None)).collect();
         for row in found {
-            let n: i32 = row.try_get("", "batch_n").map_err(db_err)?;
-            let slot = usize::try_from(n)
-                .ok()
-                .and_then(|n| results.get_mut(n))
-                .ok_or_else(|| {
-                    StoreError::Other("find_wait returned a row for no lookup".into())
-                })?;
+            let n = batch_index(&row, "batch_n", results.len())?;
             // A corrupt row fails its own lookup only.
-            *slot = waits::Model::from_query_result(&row, "")
+            results[n] = waits::Model::from_query_result(&row, "")
                 .map_err(db_err)
                 .and_then(wait_from_row)
                 .map(Some);
@@ -690,7 +676,7 @@ impl Store for SqlStore {
     /// one transaction of two statements for the whole batch ([`insert_fresh_waits`]).
     async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
         match &self.batchers {
-            Some(batchers) => Ok(batchers.fresh.call(FreshRow::of(fresh)?).await?.inserted),
+            Some(batchers) => batchers.fresh.call(FreshRow::of(fresh)?).await,
             None => insert_fresh_wait_in_tx(self, fresh).await,
         }
     }
@@ -1062,10 +1048,7 @@ impl Store for SqlStore {
             if self.backend() == DbBackend::Postgres {
                 // Streams on other instances may take them at once, too.
                 self.conn
-                    .execute_unprepared(&format!(
-                        "NOTIFY {RESUME_CHANNEL}, '{}'",
-                        self.signal.origin()
-                    ))
+                    .execute_unprepared(&self.signal.notify_statement())
                     .await
                     .map_err(db_err)?;
             }
@@ -1370,15 +1353,9 @@ impl StoreTx for SqlTx {
         call: &ApiCallRecord,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let stored = StoredCall {
-            tenant: call.tenant.clone(),
-            correlation_id: call.correlation_id.clone(),
-            execution_id: call.execution_id.clone(),
-            request: call.request.clone(),
-        };
         api_calls::Entity::insert(api_calls::ActiveModel {
             wait_id: Set(call.wait_id.as_uuid()),
-            request: Set(json(&stored)?),
+            request: Set(stored_call_json(call)?),
             status: Set("pending".to_owned()),
             attempts: Set(0),
             next_attempt_at: Set(now.as_millis()),
@@ -1418,10 +1395,7 @@ impl StoreTx for SqlTx {
         if inserted == 1 && self.backend() == DbBackend::Postgres {
             // Delivered to every instance's listener when (and only if) this commits.
             self.tx
-                .execute_unprepared(&format!(
-                    "NOTIFY {RESUME_CHANNEL}, '{}'",
-                    self.signal.origin()
-                ))
+                .execute_unprepared(&self.signal.notify_statement())
                 .await
                 .map_err(db_err)?;
         }

@@ -512,7 +512,6 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             )
         };
         let workflow_id = (!request.workflow_id.is_empty()).then(|| request.workflow_id.clone());
-        let request_traceparent = request.traceparent.clone();
         for attempt in 0..=self.config.max_conflict_retries {
             let mut calls_added = false;
             let now = self.clock.now();
@@ -595,51 +594,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 tx.record_processed(wait.state.key.id, event_key, source, now)
                     .await?;
             }
-            let new_topics: Vec<TopicFields> = {
-                let known = self
-                    .known_topics
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                topic_fields(&spec)
-                    .into_iter()
-                    .filter(|t| !known.contains(t))
-                    .collect()
-            };
+            let new_topics = self.new_topics(&spec);
             for topic in &new_topics {
                 tx.remember_topic(topic, now).await?;
             }
             // The API call goes out only after this transaction commits, and only if the wait
             // still needs it.
-            if let Some(call) = spec.api_call()
-                && wait.state.is_open()
-                && !wait.state.satisfied().contains(&SourceName::api())
-            {
-                let mut request = call
-                    .render(
-                        &request.input_variables,
-                        wait.state.key.id,
-                        &correlation_id,
-                        &execution_id,
-                    )
-                    .map_err(ServiceError::InvalidConfig)?;
-                self.check_destination(&request.url)?;
-                if let Some(traceparent) = &request_traceparent {
-                    request
-                        .headers
-                        .insert("traceparent".into(), traceparent.clone());
-                }
-                tx.insert_api_call(
-                    &ApiCallRecord {
-                        wait_id: wait.state.key.id,
-                        tenant: tenant.clone(),
-                        correlation_id: correlation_id.clone(),
-                        execution_id: execution_id.clone(),
-                        request,
-                        attempts: 0,
-                    },
-                    now,
-                )
-                .await?;
+            if let Some(call) = self.outbound_call(&wait.state, &request)? {
+                tx.insert_api_call(&call, now).await?;
                 calls_added = true;
             }
             let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
@@ -659,15 +621,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     .extend(new_topics);
                 self.topics_changed.notify_waiters();
             }
-            tracing::info!(
-                wait_id = %wait.state.key.id,
-                correlation_id = %correlation_id,
-                execution_id = %execution_id,
-                node_id = %node_id,
-                status = %wait.state.status(),
-                buffered = buffered.len(),
-                "wait registered"
-            );
+            log_registered(&wait.state, buffered.len());
             return Ok(Registered {
                 wait,
                 created: true,
@@ -690,45 +644,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         workflow_id: &Option<String>,
         now: Timestamp,
     ) -> Result<Option<Registered>, ServiceError> {
-        {
-            let known = self
-                .known_topics
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if topic_fields(spec).iter().any(|t| !known.contains(t)) {
-                return Ok(None);
-            }
+        if !self.new_topics(spec).is_empty() {
+            return Ok(None);
         }
         let state = WaitState::register(key, spec.clone(), now);
-        let call = match spec.api_call() {
-            Some(call) if state.is_open() && !state.satisfied().contains(&SourceName::api()) => {
-                let k = &state.key;
-                let Ok(mut rendered) = call.render(
-                    &request.input_variables,
-                    k.id,
-                    &k.correlation_id,
-                    &k.execution_id,
-                ) else {
-                    return Ok(None);
-                };
-                if self.check_destination(&rendered.url).is_err() {
-                    return Ok(None);
-                }
-                if let Some(traceparent) = &request.traceparent {
-                    rendered
-                        .headers
-                        .insert("traceparent".into(), traceparent.clone());
-                }
-                Some(ApiCallRecord {
-                    wait_id: k.id,
-                    tenant: k.tenant.clone(),
-                    correlation_id: k.correlation_id.clone(),
-                    execution_id: k.execution_id.clone(),
-                    request: rendered,
-                    attempts: 0,
-                })
-            }
-            _ => None,
+        let Ok(call) = self.outbound_call(&state, request) else {
+            return Ok(None);
         };
         let wait = new_wait(state, request, workflow_id, now);
         let resume = ResumeRecord::of(&wait.state, uuid::Uuid::new_v4());
@@ -743,19 +664,62 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         if call.is_some() {
             self.calls_pending.notify_one();
         }
-        let k = &wait.state.key;
-        tracing::info!(
-            wait_id = %k.id,
-            correlation_id = %k.correlation_id,
-            execution_id = %k.execution_id,
-            node_id = %k.node_id,
-            status = %wait.state.status(),
-            buffered = 0,
-            "wait registered"
-        );
+        log_registered(&wait.state, 0);
         Ok(Some(Registered {
             wait,
             created: true,
+        }))
+    }
+
+    /// The topics of `spec` this instance has not recorded yet.
+    fn new_topics(&self, spec: &WaitSpec) -> Vec<TopicFields> {
+        let known = self
+            .known_topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        topic_fields(spec)
+            .into_iter()
+            .filter(|t| !known.contains(t))
+            .collect()
+    }
+
+    /// The outbound API call a newly registered wait puts in the outbox: none when its spec
+    /// has none or the wait no longer needs it (decided, or the `api` source already
+    /// satisfied); the rendered request, carrying the caller's `traceparent`, otherwise. An
+    /// error when it cannot be rendered or its destination is not allowed.
+    fn outbound_call(
+        &self,
+        state: &WaitState,
+        request: &RegisterWait,
+    ) -> Result<Option<ApiCallRecord>, ServiceError> {
+        let Some(call) = state.spec.api_call() else {
+            return Ok(None);
+        };
+        if !state.is_open() || state.satisfied().contains(&SourceName::api()) {
+            return Ok(None);
+        }
+        let k = &state.key;
+        let mut rendered = call
+            .render(
+                &request.input_variables,
+                k.id,
+                &k.correlation_id,
+                &k.execution_id,
+            )
+            .map_err(ServiceError::InvalidConfig)?;
+        self.check_destination(&rendered.url)?;
+        if let Some(traceparent) = &request.traceparent {
+            rendered
+                .headers
+                .insert("traceparent".into(), traceparent.clone());
+        }
+        Ok(Some(ApiCallRecord {
+            wait_id: k.id,
+            tenant: k.tenant.clone(),
+            correlation_id: k.correlation_id.clone(),
+            execution_id: k.execution_id.clone(),
+            request: rendered,
+            attempts: 0,
         }))
     }
 
@@ -1042,6 +1006,20 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfe80
         }
     }
+}
+
+/// The log line of a registration.
+fn log_registered(state: &WaitState, buffered: usize) {
+    let k = &state.key;
+    tracing::info!(
+        wait_id = %k.id,
+        correlation_id = %k.correlation_id,
+        execution_id = %k.execution_id,
+        node_id = %k.node_id,
+        status = %state.status(),
+        buffered,
+        "wait registered"
+    );
 }
 
 /// A wait as registration stores it: version 1, last changed when registered.
