@@ -123,7 +123,7 @@ impl TestApp {
         correlation_id: &str,
         execution_id: &str,
         key: &str,
-    ) -> Result<v1::DeliverResponse, tonic::Status> {
+    ) -> Result<v1::DeliverApiResponseResponse, tonic::Status> {
         Ok(self
             .callbacks
             .deliver_api_response(v1::DeliverApiResponseRequest {
@@ -147,7 +147,7 @@ impl TestApp {
         source: &str,
         key: &str,
         payload: serde_json::Value,
-    ) -> Result<v1::DeliverResponse, tonic::Status> {
+    ) -> Result<v1::DeliverEventResponse, tonic::Status> {
         Ok(self
             .callbacks
             .deliver_event(v1::DeliverEventRequest {
@@ -171,7 +171,9 @@ impl TestApp {
                 tenant_id: String::new(),
             })
             .await?
-            .into_inner())
+            .into_inner()
+            .wait
+            .context("GetWait answered without a wait")?)
     }
 
     /// Opens a resume stream.

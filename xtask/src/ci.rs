@@ -1,16 +1,18 @@
 //! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures:
-//! formatting, codegen, clippy, every test, then the e2e.
+//! formatting, codegen, the proto contract (buf lint and breaking), clippy, every test, then
+//! the e2e.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{codegen, e2e, workspace_root};
+use crate::{codegen, e2e, proto, workspace_root};
 
 pub(crate) fn run() -> Result<()> {
     ensure_postgres()?;
     cargo(&["fmt", "--all", "--check"])?;
     codegen::run(codegen::Mode::Check)?;
+    proto::run()?;
     cargo(&[
         "clippy",
         "--workspace",

@@ -1,9 +1,11 @@
-//! `cargo xtask`: developer tasks (codegen, the CI pipeline) and the tidy tests.
+//! `cargo xtask`: developer tasks (codegen, proto checks, the CI pipeline, e2e, bench, tool
+//! installs) and the tidy tests.
 
 mod ci;
 mod codegen;
 mod e2e;
 mod postgres;
+mod proto;
 #[cfg(test)]
 mod tidy;
 mod tools;
@@ -15,14 +17,17 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   codegen [--check]   generate Rust code from proto/ (--check: fail when the checked-in code is stale)
-  ci                  what CI runs: fmt, clippy, codegen --check, every test (starts PostgreSQL if down)
+  proto [--release VERSION]
+                      buf lint, and buf breaking against the last released contract in proto/releases/
+                      (--release: record the current contract as released VERSION)
+  ci                  what CI runs: fmt, codegen --check, proto, clippy, every test, e2e (starts PostgreSQL if down)
   e2e [--waits N] [--throwaway-postgres]
                       three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
                       (DATABASE_URL / KAFKA_BOOTSTRAP use outside servers)
   bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka]
         [--floor-joins N] [--scale-waits N] [--ceiling-secs S]
                       the two-event join benchmark (release build); prints a table and a JSON line
-  tools               install the tools e2e and bench need (Tansu) into the machine's tool cache";
+  tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +35,8 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["codegen"] => codegen::run(codegen::Mode::Write),
         ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
+        ["proto"] => proto::run(),
+        ["proto", "--release", version] => proto::release(version),
         ["ci"] => ci::run(),
         ["tools"] => tools::run(),
         ["e2e", rest @ ..] => e2e::run(e2e::Harness::E2e, rest),

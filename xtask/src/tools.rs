@@ -1,4 +1,4 @@
-//! Tools the e2e and bench tasks need, installed by xtask into a cache outside the repo
+//! Tools the e2e, bench and proto tasks need (Tansu, buf), installed by xtask into a cache outside the repo
 //! (`$RENDEZVOUS_TOOLS_DIR`, default `~/.cache/rendezvous-tools`), so a machine pays each
 //! install once and a clean clone finds them.
 
@@ -60,9 +60,39 @@ pub(crate) fn tansu() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// The buf version that lints the proto contract and checks it for breaking changes.
+pub(crate) const BUF_VERSION: &str = "1.75.0";
+
+/// The `buf` binary, from the `@bufbuild/buf` npm package (it ships the binary for the
+/// platform as an optional dependency), installed with the machine's npm on first use.
+pub(crate) fn buf() -> Result<PathBuf> {
+    let root = dir().join(format!("buf-{BUF_VERSION}"));
+    let binary = root.join("node_modules/.bin/buf");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    eprintln!(
+        "tools: installing buf {BUF_VERSION} into {} (once per machine)",
+        root.display()
+    );
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&root)
+        .arg(format!("@bufbuild/buf@{BUF_VERSION}"))
+        .status()
+        .context("running npm install @bufbuild/buf (is Node.js installed?)")?;
+    if !status.success() || !binary.is_file() {
+        bail!("installing buf failed ({status})");
+    }
+    Ok(binary)
+}
+
 /// `cargo xtask tools`: installs every tool and prints where.
 pub(crate) fn run() -> Result<()> {
     let tansu = tansu()?;
     eprintln!("tools: tansu at {}", tansu.display());
+    let buf = buf()?;
+    eprintln!("tools: buf at {}", buf.display());
     Ok(())
 }

@@ -99,15 +99,46 @@ fn parse_page_token(raw: &str) -> Result<(Timestamp, WaitId), ServiceError> {
     ))
 }
 
-fn delivered(result: Delivered) -> v1::DeliverResponse {
+/// What a delivery did, in the fields both delivery responses share.
+#[derive(Debug, Default)]
+struct DeliveryReply {
+    result: v1::DeliveryResult,
+    wait_id: String,
+    status: v1::WaitStatus,
+    detail: String,
+}
+
+impl From<DeliveryReply> for v1::DeliverApiResponseResponse {
+    fn from(r: DeliveryReply) -> Self {
+        Self {
+            result: r.result.into(),
+            wait_id: r.wait_id,
+            status: r.status.into(),
+            detail: r.detail,
+        }
+    }
+}
+
+impl From<DeliveryReply> for v1::DeliverEventResponse {
+    fn from(r: DeliveryReply) -> Self {
+        Self {
+            result: r.result.into(),
+            wait_id: r.wait_id,
+            status: r.status.into(),
+            detail: r.detail,
+        }
+    }
+}
+
+fn delivered(result: Delivered) -> DeliveryReply {
     use v1::DeliveryResult as R;
     match result {
-        Delivered::Buffered => v1::DeliverResponse {
-            result: R::Buffered.into(),
+        Delivered::Buffered => DeliveryReply {
+            result: R::Buffered,
             ..Default::default()
         },
-        Delivered::BufferedDuplicate => v1::DeliverResponse {
-            result: R::Duplicate.into(),
+        Delivered::BufferedDuplicate => DeliveryReply {
+            result: R::Duplicate,
             detail: "already buffered".into(),
             ..Default::default()
         },
@@ -121,17 +152,18 @@ fn delivered(result: Delivered) -> v1::DeliverResponse {
                         IgnoreReason::FilteredOut { .. } => R::FilteredOut,
                         IgnoreReason::NoMatchingSource { .. } => R::NoMatchingSource,
                         IgnoreReason::AlreadySatisfied { .. } => R::AlreadySatisfied,
-                        IgnoreReason::Late { .. } | IgnoreReason::ExecutionMismatch { .. } => {
-                            R::Late
-                        }
+                        IgnoreReason::Late { .. } => R::Late,
+                        // Never here: the service answers a mismatch with
+                        // `ServiceError::ExecutionMismatch` (FAILED_PRECONDITION).
+                        IgnoreReason::ExecutionMismatch { .. } => R::Unspecified,
                     },
                     reason.to_string(),
                 ),
             };
-            v1::DeliverResponse {
-                result: result.into(),
+            DeliveryReply {
+                result,
                 wait_id: wait.state.key.id.to_string(),
-                status: convert::status(wait.state.status()).into(),
+                status: convert::status(wait.state.status()),
                 detail,
             }
         }
@@ -197,7 +229,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
     async fn get_wait(
         &self,
         request: Request<v1::GetWaitRequest>,
-    ) -> Result<Response<v1::Wait>, Status> {
+    ) -> Result<Response<v1::GetWaitResponse>, Status> {
         let r = request.into_inner();
         let key = match r.key {
             Some(v1::get_wait_request::Key::WaitId(id)) => lookup(Some(id), None, r.tenant_id)?,
@@ -207,7 +239,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
             None => lookup(None, None, r.tenant_id)?,
         };
         let wait = self.service.get(key).await.map_err(to_status)?;
-        Ok(Response::new(convert::wait(&wait)))
+        Ok(Response::new(v1::GetWaitResponse {
+            wait: Some(convert::wait(&wait)),
+        }))
     }
 
     async fn list_waits(
@@ -303,7 +337,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
     async fn deliver_api_response(
         &self,
         request: Request<v1::DeliverApiResponseRequest>,
-    ) -> Result<Response<v1::DeliverResponse>, Status> {
+    ) -> Result<Response<v1::DeliverApiResponseResponse>, Status> {
         let r = request.into_inner();
         if r.execution_id.is_empty() {
             return Err(to_status(ServiceError::Invalid {
@@ -325,13 +359,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
             })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(delivered(result)))
+        Ok(Response::new(delivered(result).into()))
     }
 
     async fn deliver_event(
         &self,
         request: Request<v1::DeliverEventRequest>,
-    ) -> Result<Response<v1::DeliverResponse>, Status> {
+    ) -> Result<Response<v1::DeliverEventResponse>, Status> {
         let r = request.into_inner();
         let source = source_name("source", &r.source).map_err(to_status)?;
         if r.payload_json.is_empty() {
@@ -359,6 +393,6 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
             })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(delivered(result)))
+        Ok(Response::new(delivered(result).into()))
     }
 }

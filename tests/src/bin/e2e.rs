@@ -340,7 +340,9 @@ async fn scenario_duplicates_and_wrong_execution(world: &World) -> Result<()> {
             tenant_id: String::new(),
         })
         .await?
-        .into_inner();
+        .into_inner()
+        .wait
+        .context("GetWait answered without a wait")?;
     ensure!(
         w.ignored.iter().any(|i| i.kind == "execution_mismatch"),
         "the mismatch is recorded on the wait"

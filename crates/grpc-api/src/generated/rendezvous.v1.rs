@@ -181,8 +181,24 @@ pub struct DeliverEventRequest {
     #[prost(string, tag = "6")]
     pub tenant_id: ::prost::alloc::string::String,
 }
+/// What DeliverApiResponse did with the response (the same fields as DeliverEventResponse).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct DeliverResponse {
+pub struct DeliverApiResponseResponse {
+    #[prost(enumeration = "DeliveryResult", tag = "1")]
+    pub result: i32,
+    /// The wait the event was applied to; empty when buffered.
+    #[prost(string, tag = "2")]
+    pub wait_id: ::prost::alloc::string::String,
+    /// The wait's status after the delivery.
+    #[prost(enumeration = "WaitStatus", tag = "3")]
+    pub status: i32,
+    /// Why the event did not count, when it did not.
+    #[prost(string, tag = "4")]
+    pub detail: ::prost::alloc::string::String,
+}
+/// What DeliverEvent did with the event (the same fields as DeliverApiResponseResponse).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeliverEventResponse {
     #[prost(enumeration = "DeliveryResult", tag = "1")]
     pub result: i32,
     /// The wait the event was applied to; empty when buffered.
@@ -212,6 +228,11 @@ pub mod get_wait_request {
         #[prost(string, tag = "2")]
         CorrelationId(::prost::alloc::string::String),
     }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetWaitResponse {
+    #[prost(message, optional, tag = "1")]
+    pub wait: ::core::option::Option<Wait>,
 }
 /// A wait, with what it has and what it still needs.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -611,7 +632,7 @@ pub mod wait_service_client {
         pub async fn get_wait(
             &mut self,
             request: impl tonic::IntoRequest<super::GetWaitRequest>,
-        ) -> std::result::Result<tonic::Response<super::Wait>, tonic::Status> {
+        ) -> std::result::Result<tonic::Response<super::GetWaitResponse>, tonic::Status> {
             self.inner.ready().await.map_err(|e| {
                 tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
             })?;
@@ -699,7 +720,7 @@ pub mod wait_service_server {
         async fn get_wait(
             &self,
             request: tonic::Request<super::GetWaitRequest>,
-        ) -> std::result::Result<tonic::Response<super::Wait>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::GetWaitResponse>, tonic::Status>;
         /// Waits filtered by status, execution and age, newest first, paginated.
         async fn list_waits(
             &self,
@@ -874,7 +895,7 @@ pub mod wait_service_server {
                     #[allow(non_camel_case_types)]
                     struct GetWaitSvc<T: WaitService>(pub Arc<T>);
                     impl<T: WaitService> tonic::server::UnaryService<super::GetWaitRequest> for GetWaitSvc<T> {
-                        type Response = super::Wait;
+                        type Response = super::GetWaitResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
@@ -1105,7 +1126,8 @@ pub mod callback_service_client {
         pub async fn deliver_api_response(
             &mut self,
             request: impl tonic::IntoRequest<super::DeliverApiResponseRequest>,
-        ) -> std::result::Result<tonic::Response<super::DeliverResponse>, tonic::Status> {
+        ) -> std::result::Result<tonic::Response<super::DeliverApiResponseResponse>, tonic::Status>
+        {
             self.inner.ready().await.map_err(|e| {
                 tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
             })?;
@@ -1125,7 +1147,8 @@ pub mod callback_service_client {
         pub async fn deliver_event(
             &mut self,
             request: impl tonic::IntoRequest<super::DeliverEventRequest>,
-        ) -> std::result::Result<tonic::Response<super::DeliverResponse>, tonic::Status> {
+        ) -> std::result::Result<tonic::Response<super::DeliverEventResponse>, tonic::Status>
+        {
             self.inner.ready().await.map_err(|e| {
                 tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
             })?;
@@ -1159,13 +1182,13 @@ pub mod callback_service_server {
         async fn deliver_api_response(
             &self,
             request: tonic::Request<super::DeliverApiResponseRequest>,
-        ) -> std::result::Result<tonic::Response<super::DeliverResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::DeliverApiResponseResponse>, tonic::Status>;
         /// An event for a named source of a wait (`data.sources` callback sources; also any source,
         /// including Kafka ones, for gateways that forward events over gRPC).
         async fn deliver_event(
             &self,
             request: tonic::Request<super::DeliverEventRequest>,
-        ) -> std::result::Result<tonic::Response<super::DeliverResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::DeliverEventResponse>, tonic::Status>;
     }
     /// The callback-gateway-facing service.
     #[derive(Debug)]
@@ -1248,7 +1271,7 @@ pub mod callback_service_server {
                         tonic::server::UnaryService<super::DeliverApiResponseRequest>
                         for DeliverApiResponseSvc<T>
                     {
-                        type Response = super::DeliverResponse;
+                        type Response = super::DeliverApiResponseResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
@@ -1289,7 +1312,7 @@ pub mod callback_service_server {
                     impl<T: CallbackService> tonic::server::UnaryService<super::DeliverEventRequest>
                         for DeliverEventSvc<T>
                     {
-                        type Response = super::DeliverResponse;
+                        type Response = super::DeliverEventResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,

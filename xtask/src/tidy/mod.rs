@@ -1,4 +1,7 @@
-//! Tidy tests: architecture rules checked mechanically (domain purity, file headers).
+//! Tidy tests: architecture rules checked mechanically (domain purity, file headers), and
+//! (`docs.rs`) the documents that must not drift from the code.
+
+mod docs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -86,18 +89,7 @@ fn banned_in_closure(metadata: &Value, root: &str, banned: &[&str]) -> Vec<Strin
 
 #[test]
 fn domain_has_no_io_in_its_dependency_tree() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(workspace_root())
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metadata = metadata();
     let banned = banned_in_closure(&metadata, "rendezvous-domain", BANNED_IN_DOMAIN);
     assert!(
         banned.is_empty(),
@@ -179,4 +171,20 @@ fn every_rust_file_opens_with_a_doc_line() {
         "files without a leading `//!` line:\n{}",
         missing.join("\n")
     );
+}
+
+/// Runs `cargo metadata` for the workspace.
+pub(crate) fn metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
