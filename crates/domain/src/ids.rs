@@ -14,7 +14,8 @@ pub struct IdError {
     pub reason: String,
 }
 
-/// Longest accepted free-form identifier (correlation, execution, node, tenant ids, event keys).
+/// Longest accepted free-form identifier (correlation, execution, node, tenant ids, event keys,
+/// lease owners) and idempotency key.
 pub const MAX_ID_LEN: usize = 256;
 
 fn check_free_form(kind: &'static str, raw: &str) -> Result<(), IdError> {
@@ -32,6 +33,31 @@ fn check_free_form(kind: &'static str, raw: &str) -> Result<(), IdError> {
         return fail("must not contain control characters".into());
     }
     Ok(())
+}
+
+/// `TryFrom<String>` (through `parse`, so serde validates too), `From<$name> for String` and
+/// `Display` for an identifier held as text.
+macro_rules! text_conversions {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                Self::parse(raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
 macro_rules! free_form_id {
@@ -56,24 +82,7 @@ macro_rules! free_form_id {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(raw: String) -> Result<Self, IdError> {
-                Self::parse(raw)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        text_conversions!($name);
     };
 }
 
@@ -102,6 +111,13 @@ free_form_id!(
     /// The identity of one event for idempotency: a redelivered event has the same key.
     EventKey,
     "event key"
+);
+
+free_form_id!(
+    /// Who holds a lease (a resume stream, an API-call dispatcher): leased rows name it, and only
+    /// it may release them.
+    LeaseOwner,
+    "lease owner"
 );
 
 /// The tenant used when a request names none.
@@ -181,24 +197,7 @@ pub(crate) fn is_reserved_word(word: &str) -> bool {
     matches!(word, "of" | "and" | "or" | "not" | "true" | "false")
 }
 
-impl TryFrom<String> for SourceName {
-    type Error = IdError;
-    fn try_from(raw: String) -> Result<Self, IdError> {
-        Self::parse(raw)
-    }
-}
-
-impl From<SourceName> for String {
-    fn from(name: SourceName) -> String {
-        name.0
-    }
-}
-
-impl fmt::Display for SourceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_conversions!(SourceName);
 
 /// The primary key of a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -225,6 +224,69 @@ impl WaitId {
 }
 
 impl fmt::Display for WaitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The caller's key that makes a registration idempotent: registering again for the same
+/// execution and node with the same key returns the first wait. May be empty; at most
+/// [`MAX_ID_LEN`] bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates `raw`: at most [`MAX_ID_LEN`] bytes; empty is allowed.
+    pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+        let raw = raw.into();
+        if raw.len() > MAX_ID_LEN {
+            return Err(IdError {
+                kind: "idempotency key",
+                reason: format!("is {} bytes, the limit is {MAX_ID_LEN}", raw.len()),
+            });
+        }
+        Ok(Self(raw))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no key was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+text_conversions!(IdempotencyKey);
+
+/// The identity of one resume in the outbox; the engine deduplicates resumes by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResumeId(uuid::Uuid);
+
+impl ResumeId {
+    /// Wraps a UUID chosen by the caller (the service generates them; the domain does no I/O).
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
+
+    /// Parses the textual UUID form; the error names the refused text.
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        uuid::Uuid::parse_str(raw).map(Self).map_err(|e| IdError {
+            kind: "resume id",
+            reason: format!("{raw:?} is not a UUID ({e})"),
+        })
+    }
+
+    /// The UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for ResumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
@@ -282,5 +344,67 @@ mod tests {
         let id = WaitId::from_uuid(uuid::Uuid::from_u128(7));
         assert_eq!(WaitId::parse(&id.to_string()).unwrap(), id);
         assert!(WaitId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_may_be_empty_but_not_long() {
+        assert!(IdempotencyKey::parse("").unwrap().is_empty());
+        assert_eq!(
+            IdempotencyKey::default(),
+            IdempotencyKey::parse("").unwrap()
+        );
+        let longest = "k".repeat(MAX_ID_LEN);
+        assert_eq!(
+            IdempotencyKey::parse(longest.as_str()).unwrap().as_str(),
+            longest
+        );
+        let err = IdempotencyKey::parse("k".repeat(MAX_ID_LEN + 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "idempotency key: is {} bytes, the limit is {MAX_ID_LEN}",
+                MAX_ID_LEN + 1
+            )
+        );
+        let key: IdempotencyKey = serde_json::from_str("\"retry-1\"").unwrap();
+        assert_eq!(key.to_string(), "retry-1");
+        assert_eq!(serde_json::to_string(&key).unwrap(), "\"retry-1\"");
+        let too_long = serde_json::to_string(&"k".repeat(MAX_ID_LEN + 1)).unwrap();
+        assert!(serde_json::from_str::<IdempotencyKey>(&too_long).is_err());
+    }
+
+    #[test]
+    fn resume_id_round_trips_and_names_bad_text() {
+        let id = ResumeId::from_uuid(uuid::Uuid::from_u128(42));
+        assert_eq!(id.as_uuid(), uuid::Uuid::from_u128(42));
+        assert_eq!(ResumeId::parse(&id.to_string()).unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<ResumeId>(&json).unwrap(), id);
+        let err = ResumeId::parse("not-a-uuid").unwrap_err();
+        assert_eq!(err.kind, "resume id");
+        assert!(
+            err.to_string().contains("\"not-a-uuid\" is not a UUID"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lease_owners_follow_the_free_form_rules() {
+        assert_eq!(
+            LeaseOwner::parse("stream-7").unwrap().to_string(),
+            "stream-7"
+        );
+        let longest = "o".repeat(MAX_ID_LEN);
+        assert!(LeaseOwner::parse(longest).is_ok());
+        for bad in [
+            String::new(),
+            "o".repeat(MAX_ID_LEN + 1),
+            "a\tb".into(),
+            " a".into(),
+        ] {
+            assert!(LeaseOwner::parse(bad.as_str()).is_err(), "{bad:?} accepted");
+        }
+        assert!(serde_json::from_str::<LeaseOwner>("\"\"").is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! keeps tokio, tonic, sea-orm, sqlx, rdkafka and hyper out of this crate's dependency tree.
 
 pub mod condition;
+pub mod destination;
 pub mod event;
 pub mod filter;
 pub mod ids;
@@ -15,10 +16,12 @@ pub mod spec;
 pub mod state;
 
 pub use condition::Condition;
+pub use destination::{DestinationError, Destinations, is_private};
 pub use event::{Channel, IncomingEvent, ReceivedEvent};
 pub use filter::{Filter, FilterMiss};
 pub use ids::{
-    CorrelationId, EventKey, ExecutionId, IdError, NodeId, SourceName, TenantId, Timestamp, WaitId,
+    CorrelationId, EventKey, ExecutionId, IdError, IdempotencyKey, LeaseOwner, NodeId, ResumeId,
+    SourceName, TenantId, Timestamp, WaitId,
 };
 pub use path::FieldPath;
 pub use problems::{ConfigErrors, ConfigProblem};

@@ -57,16 +57,25 @@ impl Problems {
         });
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// `Ok(value)` when nothing was reported, otherwise every problem.
     pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.0.is_empty() {
             Ok(value)
         } else {
             Err(ConfigErrors(self.0))
+        }
+    }
+
+    /// `Ok(value)` when the reader produced a value and nothing was reported, otherwise every
+    /// problem. A reader gives up (`None`) only after reporting why, so the error is never
+    /// empty.
+    pub(crate) fn finish_read<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => {
+                debug_assert!(!self.0.is_empty(), "a reader gave up without saying why");
+                Err(ConfigErrors(self.0))
+            }
         }
     }
 }
