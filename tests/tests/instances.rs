@@ -52,8 +52,10 @@ async fn two_instances_one_resume_per_wait() -> Result<()> {
         .map(|(source, exec, correlation, instance)| {
             let mut app = TestApp::clone_clients(&apps[instance]);
             async move {
-                let d = if source == "api" {
-                    app.api_response(&correlation, &exec, "api-1").await?
+                Ok(if source == "api" {
+                    app.api_response(&correlation, &exec, "api-1")
+                        .await?
+                        .result()
                 } else {
                     app.event(
                         &correlation,
@@ -63,8 +65,8 @@ async fn two_instances_one_resume_per_wait() -> Result<()> {
                         json!({"execution_id": exec, "event_type": "action.completed"}),
                     )
                     .await?
-                };
-                Ok(d.result())
+                    .result()
+                })
             }
         })
         .buffer_unordered(64)

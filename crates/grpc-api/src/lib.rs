@@ -1,14 +1,17 @@
 //! The Rendezvous gRPC API: the `rendezvous.v1` contract (generated from `proto/` by
 //! `cargo xtask codegen` and checked in) and the tonic server adapter that maps it onto the
-//! service's use cases. Errors become gRPC statuses in one place (`status.rs`).
+//! service's use cases: requests are parsed into typed commands at the edge (`request.rs`),
+//! errors become gRPC statuses in one place (`status.rs`).
 
 mod convert;
+mod request;
 mod resume_stream;
 mod server;
 mod status;
 
+pub use request::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use resume_stream::{MAX_IN_FLIGHT, ResumeStream, ResumeStreamConfig};
-pub use server::{DEFAULT_PAGE_SIZE, GrpcApi, MAX_PAGE_SIZE};
+pub use server::GrpcApi;
 pub use status::to_status;
 
 /// The generated `rendezvous.v1` messages, clients and servers.

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rendezvous_domain::{TenantId, Timestamp};
+use rendezvous_domain::{LeaseOwner, ResumeId, TenantId, Timestamp};
 use rendezvous_ports::{Clock, ResumeSignal, ResumeWaiter, Store};
+use rendezvous_service::parse::optional;
 use rendezvous_service::{ServiceError, WaitService};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,11 +47,8 @@ impl Default for ResumeStreamConfig {
 /// The most unacknowledged resumes one stream may hold.
 pub const MAX_IN_FLIGHT: u32 = 1024;
 
-fn invalid(field: &str, reason: impl Into<String>) -> Status {
-    to_status(ServiceError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    })
+fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    to_status(ServiceError::invalid(field, reason))
 }
 
 pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
@@ -78,15 +76,14 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             ));
         }
     };
-    let tenant = match subscribe.tenant_id.as_str() {
-        "" => None,
-        raw => Some(TenantId::parse(raw).map_err(|e| invalid("subscribe.tenant_id", e.reason))?),
-    };
+    let tenant = optional("subscribe.tenant_id", &subscribe.tenant_id, TenantId::parse)
+        .map_err(to_status)?;
     let max_in_flight = match subscribe.max_in_flight {
         0 => config.default_max_in_flight,
         n => n.min(MAX_IN_FLIGHT),
     };
-    let owner = format!("stream-{}", uuid::Uuid::new_v4());
+    let owner = LeaseOwner::parse(format!("stream-{}", uuid::Uuid::new_v4()))
+        .map_err(|e| Status::internal(e.to_string()))?;
     let (out, rx) = mpsc::channel(max_in_flight as usize);
     let (acks_tx, acks) = mpsc::channel(max_in_flight as usize);
     // Read acks on their own task: the delivery loop then only selects on channels.
@@ -107,7 +104,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             }
         }
     });
-    tracing::info!(owner, tenant = ?tenant.as_ref().map(ToString::to_string), max_in_flight, "resume stream subscribed");
+    tracing::info!(%owner, tenant = ?tenant.as_ref().map(ToString::to_string), max_in_flight, "resume stream subscribed");
     tokio::spawn(async move {
         let feed = Feed {
             service,
@@ -130,7 +127,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
 struct Feed<S, G, C> {
     service: Arc<WaitService<S, G, C>>,
     config: ResumeStreamConfig,
-    owner: String,
+    owner: LeaseOwner,
     tenant: Option<TenantId>,
     max_in_flight: u32,
     out: mpsc::Sender<Result<v1::ResumeStreamResponse, Status>>,
@@ -249,17 +246,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
             match next {
                 Some(v1::ResumeStreamRequest {
                     message: Some(v1::resume_stream_request::Message::Ack(ack)),
-                }) => match uuid::Uuid::parse_str(&ack.resume_id) {
+                }) => match ResumeId::parse(&ack.resume_id) {
                     Ok(id) => {
-                        in_flight.remove(&id);
-                        batch.push(id.to_string());
+                        in_flight.remove(&id.as_uuid());
+                        batch.push(id);
                     }
                     Err(e) => {
                         // Acks before the bad one still count.
-                        break Some(Stop::Refuse(invalid(
-                            "ack.resume_id",
-                            format!("{:?}: {e}", ack.resume_id),
-                        )));
+                        break Some(Stop::Refuse(invalid("ack.resume_id", e.reason)));
                     }
                 },
                 Some(_) => {

@@ -1,26 +1,19 @@
 //! The tonic services: `WaitService` for engines and `CallbackService` for callback gateways,
-//! translating `rendezvous.v1` messages to the service's use cases and back.
+//! calling the service's use cases with the commands `request.rs` parses, and answering with
+//! the messages `convert.rs` builds.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rendezvous_domain::{Channel, IgnoreReason, SourceName, TenantId, Timestamp, Verdict, WaitId};
+use rendezvous_domain::{IgnoreReason, Verdict};
 use rendezvous_ports::{Clock, ResumeSignal, Store, WaitQuery};
-use rendezvous_service::{
-    Delivered, Delivery, RegisterWait, ServiceError, WaitLookup, WaitService, source_name,
-};
+use rendezvous_service::{Delivered, Delivery, RegisterWait, WaitLookup, WaitService};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::resume_stream::{ResumeStreamConfig, serve_resume_stream};
 use crate::status::to_status;
 use crate::v1;
-
-/// The largest `ListWaits` page.
-pub const MAX_PAGE_SIZE: u32 = 1000;
-/// The `ListWaits` page size when none is asked for.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+use crate::{convert, request};
 
 /// The gRPC adapter over the use cases.
 pub struct GrpcApi<S, G, C> {
@@ -63,40 +56,6 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     pub fn callback_service(&self) -> v1::callback_service_server::CallbackServiceServer<Self> {
         v1::callback_service_server::CallbackServiceServer::new(self.clone())
     }
-}
-
-fn lookup(
-    wait_id: Option<String>,
-    correlation_id: Option<String>,
-    tenant_id: String,
-) -> Result<WaitLookup, Status> {
-    match (wait_id, correlation_id) {
-        (Some(wait_id), _) => Ok(WaitLookup::Id { wait_id, tenant_id }),
-        (None, Some(correlation_id)) => Ok(WaitLookup::Correlation {
-            tenant_id,
-            correlation_id,
-        }),
-        (None, None) => Err(to_status(ServiceError::Invalid {
-            field: "key".into(),
-            reason: "required: wait_id or correlation_id".into(),
-        })),
-    }
-}
-
-fn page_token(next: (Timestamp, WaitId)) -> String {
-    format!("{}:{}", next.0.as_millis(), next.1)
-}
-
-fn parse_page_token(raw: &str) -> Result<(Timestamp, WaitId), ServiceError> {
-    let bad = || ServiceError::Invalid {
-        field: "page_token".into(),
-        reason: "not a token from a previous ListWaits response".into(),
-    };
-    let (millis, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((
-        Timestamp::from_millis(millis.parse().map_err(|_| bad())?),
-        WaitId::parse(id).map_err(|_| bad())?,
-    ))
 }
 
 /// What a delivery did, in the fields both delivery responses share.
@@ -184,22 +143,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let r = request.into_inner();
-        let registered = self
-            .service
-            .register(RegisterWait {
-                tenant_id: r.tenant_id,
-                execution_id: r.execution_id,
-                node_id: r.node_id,
-                node_config_json: r.node_config_json,
-                idempotency_key: r.idempotency_key,
-                workflow_id: r.workflow_id,
-                correlation_id: r.correlation_id,
-                input_variables: r.input_variables.into_iter().collect(),
-                traceparent,
-            })
-            .await
-            .map_err(to_status)?;
+        let mut command = RegisterWait::try_from(request.into_inner()).map_err(to_status)?;
+        command.traceparent = traceparent;
+        let registered = self.service.register(command).await.map_err(to_status)?;
         let s = &registered.wait.state;
         Ok(Response::new(v1::RegisterWaitResponse {
             wait_id: s.key.id.to_string(),
@@ -230,15 +176,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::GetWaitRequest>,
     ) -> Result<Response<v1::GetWaitResponse>, Status> {
-        let r = request.into_inner();
-        let key = match r.key {
-            Some(v1::get_wait_request::Key::WaitId(id)) => lookup(Some(id), None, r.tenant_id)?,
-            Some(v1::get_wait_request::Key::CorrelationId(c)) => {
-                lookup(None, Some(c), r.tenant_id)?
-            }
-            None => lookup(None, None, r.tenant_id)?,
-        };
-        let wait = self.service.get(key).await.map_err(to_status)?;
+        let lookup = WaitLookup::try_from(request.into_inner()).map_err(to_status)?;
+        let wait = self.service.get(lookup).await.map_err(to_status)?;
         Ok(Response::new(v1::GetWaitResponse {
             wait: Some(convert::wait(&wait)),
         }))
@@ -248,61 +187,11 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::ListWaitsRequest>,
     ) -> Result<Response<v1::ListWaitsResponse>, Status> {
-        let r = request.into_inner();
-        let invalid = |field: &str, reason: String| {
-            to_status(ServiceError::Invalid {
-                field: field.into(),
-                reason,
-            })
-        };
-        let tenant = match r.tenant_id.as_str() {
-            "" => None,
-            raw => Some(TenantId::parse(raw).map_err(|e| invalid("tenant_id", e.reason))?),
-        };
-        let execution_id = match r.execution_id.as_str() {
-            "" => None,
-            raw => Some(
-                rendezvous_domain::ExecutionId::parse(raw)
-                    .map_err(|e| invalid("execution_id", e.reason))?,
-            ),
-        };
-        let mut statuses = Vec::new();
-        for (i, raw) in r.statuses.iter().enumerate() {
-            let status = v1::WaitStatus::try_from(*raw)
-                .ok()
-                .and_then(convert::from_status)
-                .ok_or_else(|| {
-                    invalid(&format!("statuses[{i}]"), format!("unknown status {raw}"))
-                })?;
-            statuses.push(status);
-        }
-        if r.page_size > MAX_PAGE_SIZE {
-            return Err(to_status(ServiceError::TooLarge {
-                what: "page_size".into(),
-                size: r.page_size as usize,
-                limit: MAX_PAGE_SIZE as usize,
-            }));
-        }
-        let after = match r.page_token.as_str() {
-            "" => None,
-            raw => Some(parse_page_token(raw).map_err(to_status)?),
-        };
-        let query = WaitQuery {
-            tenant,
-            statuses,
-            execution_id,
-            created_before: r.created_before.as_ref().map(convert::from_timestamp),
-            limit: if r.page_size == 0 {
-                DEFAULT_PAGE_SIZE
-            } else {
-                r.page_size
-            },
-            after,
-        };
+        let query = WaitQuery::try_from(request.into_inner()).map_err(to_status)?;
         let page = self.service.list(query).await.map_err(to_status)?;
         Ok(Response::new(v1::ListWaitsResponse {
             waits: page.items.iter().map(convert::wait).collect(),
-            next_page_token: page.next.map(page_token).unwrap_or_default(),
+            next_page_token: page.next.map(request::page_token).unwrap_or_default(),
         }))
     }
 
@@ -310,17 +199,10 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::CancelWaitRequest>,
     ) -> Result<Response<v1::CancelWaitResponse>, Status> {
-        let r = request.into_inner();
-        let key = match r.key {
-            Some(v1::cancel_wait_request::Key::WaitId(id)) => lookup(Some(id), None, r.tenant_id)?,
-            Some(v1::cancel_wait_request::Key::CorrelationId(c)) => {
-                lookup(None, Some(c), r.tenant_id)?
-            }
-            None => lookup(None, None, r.tenant_id)?,
-        };
+        let (lookup, reason) = request::cancel(request.into_inner()).map_err(to_status)?;
         let (wait, cancelled) = self
             .service
-            .cancel(key, r.reason)
+            .cancel(lookup, reason)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::CancelWaitResponse {
@@ -338,27 +220,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
         &self,
         request: Request<v1::DeliverApiResponseRequest>,
     ) -> Result<Response<v1::DeliverApiResponseResponse>, Status> {
-        let r = request.into_inner();
-        if r.execution_id.is_empty() {
-            return Err(to_status(ServiceError::Invalid {
-                field: "execution_id".into(),
-                reason: "required".into(),
-            }));
-        }
-        let headers: BTreeMap<String, String> = r.headers.into_iter().collect();
-        let result = self
-            .service
-            .deliver(Delivery {
-                tenant_id: r.tenant_id,
-                correlation_id: r.correlation_id,
-                execution_id: Some(r.execution_id),
-                channel: Channel::Source(SourceName::api()),
-                size: Delivery::api_size(&headers, &r.body),
-                payload: Delivery::api_payload(r.http_status, headers, &r.body),
-                event_key: r.idempotency_key,
-            })
-            .await
-            .map_err(to_status)?;
+        let delivery = Delivery::try_from(request.into_inner()).map_err(to_status)?;
+        let result = self.service.deliver(delivery).await.map_err(to_status)?;
         Ok(Response::new(delivered(result).into()))
     }
 
@@ -366,33 +229,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
         &self,
         request: Request<v1::DeliverEventRequest>,
     ) -> Result<Response<v1::DeliverEventResponse>, Status> {
-        let r = request.into_inner();
-        let source = source_name("source", &r.source).map_err(to_status)?;
-        if r.payload_json.is_empty() {
-            return Err(to_status(ServiceError::Invalid {
-                field: "payload_json".into(),
-                reason: "required".into(),
-            }));
-        }
-        let payload = serde_json::from_str(&r.payload_json).map_err(|e| {
-            to_status(ServiceError::Invalid {
-                field: "payload_json".into(),
-                reason: format!("not valid JSON: {e}"),
-            })
-        })?;
-        let result = self
-            .service
-            .deliver(Delivery {
-                tenant_id: r.tenant_id,
-                correlation_id: r.correlation_id,
-                execution_id: Some(r.execution_id),
-                channel: Channel::Source(source),
-                size: r.payload_json.len(),
-                payload,
-                event_key: r.event_key,
-            })
-            .await
-            .map_err(to_status)?;
+        let delivery = Delivery::try_from(request.into_inner()).map_err(to_status)?;
+        let result = self.service.deliver(delivery).await.map_err(to_status)?;
         Ok(Response::new(delivered(result).into()))
     }
 }

@@ -11,7 +11,7 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::NotFound(_) => Code::NotFound,
         ServiceError::AlreadyExists(_) => Code::AlreadyExists,
         ServiceError::ExecutionMismatch(_) => Code::FailedPrecondition,
-        ServiceError::Contended(_) => Code::Aborted,
+        ServiceError::Contended { .. } => Code::Aborted,
         ServiceError::Unavailable(_) => Code::Unavailable,
         ServiceError::Internal(_) => Code::Internal,
     };
@@ -60,7 +60,13 @@ mod tests {
                 Code::FailedPrecondition,
                 "mismatch",
             ),
-            (ServiceError::Contended("w".into()), Code::Aborted, "retry"),
+            (
+                ServiceError::Contended {
+                    what: "wait w".into(),
+                },
+                Code::Aborted,
+                "wait w is contended",
+            ),
             (
                 ServiceError::Unavailable("db down".into()),
                 Code::Unavailable,

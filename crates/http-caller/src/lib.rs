@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rendezvous_domain::is_private;
 use rendezvous_domain::{ApiRequest, HttpMethod};
 use rendezvous_ports::{CallFailure, HttpCaller, HttpReply};
-use rendezvous_service::is_private;
 
 /// Limits of outbound calls.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,13 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientContext, TopicPartitionList};
-use rendezvous_domain::Channel;
+use rendezvous_domain::{Channel, CorrelationId, EventKey, ExecutionId};
 use rendezvous_ports::{Clock, Quarantined, ResumeSignal, Store};
+use rendezvous_service::parse::{optional, required, tenant};
 use rendezvous_service::{Delivered, Delivery, ServiceError, WaitService};
 use tokio::sync::watch;
 
-use crate::extract::{Naming, Record, TopicIndex, extract};
+use crate::extract::{Extracted, Naming, Record, TopicIndex, extract};
 
 /// How the ingress connects and what it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,16 +400,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         let (ids, reason) = match extracted {
             Ok(x) => {
                 let ids = (x.event_key.clone(), x.correlation_id.clone());
-                let delivery = Delivery {
-                    tenant_id: x.tenant_id,
-                    correlation_id: x.correlation_id,
-                    execution_id: x.execution_id,
-                    channel: Channel::Topic(message.topic().to_owned()),
-                    payload: x.payload,
-                    size: message.payload().map_or(0, <[u8]>::len),
-                    event_key: x.event_key,
+                let delivery =
+                    delivery(x, message.topic(), message.payload().map_or(0, <[u8]>::len));
+                let result = match delivery {
+                    Ok(delivery) => self.service.deliver(delivery).await,
+                    Err(e) => Err(e),
                 };
-                match self.service.deliver(delivery).await {
+                match result {
                     Ok(Delivered::Buffered) => {
                         self.stats.buffered.fetch_add(1, Ordering::Relaxed);
                         return Handled::Done;
@@ -426,13 +424,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                         counter.fetch_add(1, Ordering::Relaxed);
                         return Handled::Done;
                     }
-                    Err(
-                        e @ (ServiceError::Unavailable(_)
-                        | ServiceError::Contended(_)
-                        | ServiceError::Internal(_)),
-                    ) => {
-                        return Handled::Retry(e);
-                    }
+                    // Not the record's fault: hold the partition and try again.
+                    Err(e) if e.is_retryable() => return Handled::Retry(e),
                     Err(e) => (Some(ids), e.to_string()),
                 }
             }
@@ -457,4 +450,22 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             Err(e) => Handled::Retry(e),
         }
     }
+}
+
+/// A record's ids, parsed into the service's delivery command (a bad id is refused naming
+/// the field, and the record quarantined with that reason).
+fn delivery(x: Extracted, topic: &str, size: usize) -> Result<Delivery, ServiceError> {
+    Ok(Delivery {
+        tenant: tenant(&x.tenant_id)?,
+        correlation_id: required("correlation_id", &x.correlation_id, CorrelationId::parse)?,
+        execution_id: optional(
+            "execution_id",
+            x.execution_id.as_deref().unwrap_or_default(),
+            ExecutionId::parse,
+        )?,
+        channel: Channel::Topic(topic.to_owned()),
+        payload: x.payload,
+        size,
+        event_key: required("event_key", &x.event_key, EventKey::parse)?,
+    })
 }

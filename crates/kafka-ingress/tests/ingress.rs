@@ -9,10 +9,11 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rendezvous_domain::{CorrelationId, ExecutionId, LeaseOwner, NodeId, TenantId};
 use rendezvous_kafka_ingress::{EmbeddedKafka, IngressConfig, IngressStats, KafkaIngress};
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
-use rendezvous_ports::SystemClock;
+use rendezvous_ports::{Store, SystemClock};
 use rendezvous_service::{RegisterWait, ServiceConfig, WaitLookup, WaitService};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -25,7 +26,7 @@ struct Harness {
     service: Arc<Service>,
     producer: FutureProducer,
     _db: TestDatabase,
-    _database: Database,
+    database: Database,
 }
 
 async fn harness() -> Harness {
@@ -49,7 +50,7 @@ async fn harness() -> Harness {
         service,
         producer,
         _db: db,
-        _database: database,
+        database,
     }
 }
 
@@ -114,11 +115,12 @@ async fn register(h: &Harness, execution: &str, config: &Value) -> String {
     let r = h
         .service
         .register(RegisterWait {
-            execution_id: execution.into(),
-            node_id: "node".into(),
-            node_config_json: config.to_string(),
             input_variables: [("input_data".to_owned(), "x".to_owned())].into(),
-            ..Default::default()
+            ..RegisterWait::new(
+                ExecutionId::parse(execution).unwrap(),
+                NodeId::parse("node").unwrap(),
+                config.to_string(),
+            )
         })
         .await
         .unwrap();
@@ -151,8 +153,8 @@ async fn status(h: &Harness, correlation: &str) -> String {
     let w = h
         .service
         .get(WaitLookup::Correlation {
-            tenant_id: String::new(),
-            correlation_id: correlation.into(),
+            tenant: TenantId::default_tenant(),
+            correlation_id: CorrelationId::parse(correlation).unwrap(),
         })
         .await
         .unwrap();
@@ -220,7 +222,8 @@ async fn matching_filters_mismatches_duplicates_and_poison() {
         "only the valid event counted"
     );
     let reasons: Vec<String> = h
-        .service
+        .database
+        .store()
         .quarantined(10)
         .await
         .unwrap()
@@ -242,8 +245,8 @@ async fn matching_filters_mismatches_duplicates_and_poison() {
     let wait = h
         .service
         .get(WaitLookup::Correlation {
-            tenant_id: String::new(),
-            correlation_id: corr.clone(),
+            tenant: TenantId::default_tenant(),
+            correlation_id: CorrelationId::parse(corr.clone()).unwrap(),
         })
         .await
         .unwrap();
@@ -372,7 +375,12 @@ async fn a_crash_between_storing_and_committing_redelivers_without_a_second_resu
     // Exactly one resume per wait.
     let resumes = h
         .service
-        .claim_resumes("engine", None, Duration::from_secs(60), 100)
+        .claim_resumes(
+            &LeaseOwner::parse("engine").unwrap(),
+            None,
+            Duration::from_secs(60),
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(resumes.len(), 10);
@@ -427,11 +435,12 @@ async fn events_before_their_wait_are_buffered_then_applied() {
     let r = h
         .service
         .register(RegisterWait {
-            execution_id: "exec-e".into(),
-            node_id: "node".into(),
-            node_config_json: kafka_only("early").to_string(),
-            correlation_id: corr.clone(),
-            ..Default::default()
+            correlation_id: Some(CorrelationId::parse(corr.clone()).unwrap()),
+            ..RegisterWait::new(
+                ExecutionId::parse("exec-e").unwrap(),
+                NodeId::parse("node").unwrap(),
+                kafka_only("early").to_string(),
+            )
         })
         .await
         .unwrap();

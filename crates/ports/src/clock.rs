@@ -2,7 +2,8 @@
 
 use rendezvous_domain::Timestamp;
 
-/// The wall clock. Tests drive time by hand with `fakes::ManualClock`.
+/// The wall clock. Tests drive time by hand with `fakes::ManualClock` (feature `test-util`;
+/// the service's tests use it to cross deadlines without sleeping).
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;

@@ -1,4 +1,4 @@
-//! In-memory fakes of the ports, for tests of the service and adapters.
+//! Test doubles of the ports (feature `test-util`): a clock that moves only when told to.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

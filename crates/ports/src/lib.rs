@@ -1,9 +1,10 @@
 //! The traits the Rendezvous core needs from the outside world, in domain types.
 //!
-//! Adapters implement them (`rendezvous-persistence` the store and the resume signal, the app
-//! the clock); the service crate is generic over them. No adapter type (`sea_orm::Model`,
-//! `tonic::Status`, `rdkafka::Message`) appears in a signature here. In-memory fakes live
-//! behind the `test-util` feature.
+//! Adapters implement them (`rendezvous-persistence` the store and the resume signal,
+//! `rendezvous-http-caller` the HTTP caller; the wall clock, `SystemClock`, is here); the
+//! service crate is generic over them. No adapter type (`sea_orm::Model`, `tonic::Status`,
+//! `rdkafka::Message`) appears in a signature here. Behind the `test-util` feature,
+//! `fakes::ManualClock` lets tests move time by hand.
 
 mod api_call;
 mod clock;

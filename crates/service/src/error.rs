@@ -3,8 +3,9 @@
 use rendezvous_domain::ConfigErrors;
 use rendezvous_ports::StoreError;
 
-/// What went wrong in a use case. Adapters map these to their protocol in one place.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong in a use case. Adapters map these to their protocol in one place, and ask
+/// [`ServiceError::is_retryable`] whether the same request may succeed later.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     /// A request field is missing or malformed.
     #[error("{field}: {reason}")]
@@ -38,8 +39,11 @@ pub enum ServiceError {
     #[error("{0}")]
     ExecutionMismatch(String),
     /// Optimistic-lock conflicts kept winning; retrying is safe.
-    #[error("wait {0} is contended by concurrent writers; retry")]
-    Contended(String),
+    #[error("{what} is contended by concurrent writers; retry")]
+    Contended {
+        /// What was contended (`wait <id>`, `correlation id <id>`, `registration of ...`).
+        what: String,
+    },
     /// The database is unreachable; retrying later is safe.
     #[error("{0}")]
     Unavailable(String),
@@ -49,10 +53,27 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+    /// A malformed or missing field.
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
         Self::Invalid {
             field: field.to_owned(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the same request may succeed when tried again later: the database was away, a
+    /// race was lost too often, or something unexpected happened (nothing half-done was
+    /// committed). The request itself was not at fault, so it must not be set aside. Every
+    /// other error is the request's own and will not change by retrying.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::Contended { .. } | Self::Internal(_) => true,
+            Self::Invalid { .. }
+            | Self::InvalidConfig(_)
+            | Self::TooLarge { .. }
+            | Self::NotFound(_)
+            | Self::AlreadyExists(_)
+            | Self::ExecutionMismatch(_) => false,
         }
     }
 }
@@ -64,5 +85,45 @@ impl From<StoreError> for ServiceError {
             StoreError::Unavailable(detail) => Self::Unavailable(detail),
             StoreError::Other(detail) => Self::Internal(detail),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_of_the_moment_are_retryable() {
+        assert!(ServiceError::Unavailable("db".into()).is_retryable());
+        assert!(
+            ServiceError::Contended {
+                what: "wait".into()
+            }
+            .is_retryable()
+        );
+        assert!(ServiceError::Internal("bug".into()).is_retryable());
+        assert!(!ServiceError::invalid("f", "bad").is_retryable());
+        assert!(!ServiceError::NotFound("x".into()).is_retryable());
+        assert!(!ServiceError::ExecutionMismatch("x".into()).is_retryable());
+        assert!(!ServiceError::AlreadyExists("x".into()).is_retryable());
+        assert!(
+            !ServiceError::TooLarge {
+                what: "x".into(),
+                size: 2,
+                limit: 1
+            }
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn contended_names_its_subject() {
+        let e = ServiceError::Contended {
+            what: "correlation id c-1".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "correlation id c-1 is contended by concurrent writers; retry"
+        );
     }
 }

@@ -1,0 +1,243 @@
+//! `rendezvous.v1` requests into the service's typed commands: every field a command needs is
+//! parsed here, at the edge, and a bad one is refused naming the field.
+
+use std::collections::BTreeMap;
+
+use rendezvous_domain::{
+    Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, NodeId, SourceName, Timestamp,
+    WaitId,
+};
+use rendezvous_ports::WaitQuery;
+use rendezvous_service::parse::{optional, required, source_name, tenant, tenant_filter};
+use rendezvous_service::{Delivery, RegisterWait, ServiceError, WaitLookup};
+
+use crate::{convert, v1};
+
+/// The largest `ListWaits` page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The `ListWaits` page size when none is asked for.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
+    type Error = ServiceError;
+
+    /// Every field but the caller's `traceparent`, which travels as metadata.
+    fn try_from(r: v1::RegisterWaitRequest) -> Result<Self, ServiceError> {
+        Ok(Self {
+            tenant: tenant(&r.tenant_id)?,
+            execution_id: required("execution_id", &r.execution_id, ExecutionId::parse)?,
+            node_id: required("node_id", &r.node_id, NodeId::parse)?,
+            idempotency_key: IdempotencyKey::parse(r.idempotency_key)
+                .map_err(|e| ServiceError::invalid("idempotency_key", e.reason))?,
+            workflow_id: (!r.workflow_id.is_empty()).then_some(r.workflow_id),
+            correlation_id: optional("correlation_id", &r.correlation_id, CorrelationId::parse)?,
+            input_variables: r.input_variables.into_iter().collect(),
+            node_config_json: r.node_config_json,
+            traceparent: None,
+        })
+    }
+}
+
+impl TryFrom<v1::DeliverApiResponseRequest> for Delivery {
+    type Error = ServiceError;
+
+    fn try_from(r: v1::DeliverApiResponseRequest) -> Result<Self, ServiceError> {
+        let headers: BTreeMap<String, String> = r.headers.into_iter().collect();
+        Ok(Self {
+            tenant: tenant(&r.tenant_id)?,
+            correlation_id: required("correlation_id", &r.correlation_id, CorrelationId::parse)?,
+            execution_id: Some(required(
+                "execution_id",
+                &r.execution_id,
+                ExecutionId::parse,
+            )?),
+            channel: Channel::Source(SourceName::api()),
+            size: Delivery::api_size(&headers, &r.body),
+            payload: Delivery::api_payload(r.http_status, headers, &r.body),
+            event_key: required("idempotency_key", &r.idempotency_key, EventKey::parse)?,
+        })
+    }
+}
+
+impl TryFrom<v1::DeliverEventRequest> for Delivery {
+    type Error = ServiceError;
+
+    fn try_from(r: v1::DeliverEventRequest) -> Result<Self, ServiceError> {
+        let source = source_name("source", &r.source)?;
+        if r.payload_json.is_empty() {
+            return Err(ServiceError::invalid("payload_json", "required"));
+        }
+        let payload = serde_json::from_str(&r.payload_json)
+            .map_err(|e| ServiceError::invalid("payload_json", format!("not valid JSON: {e}")))?;
+        Ok(Self {
+            tenant: tenant(&r.tenant_id)?,
+            correlation_id: required("correlation_id", &r.correlation_id, CorrelationId::parse)?,
+            execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
+            channel: Channel::Source(source),
+            size: r.payload_json.len(),
+            payload,
+            event_key: required("event_key", &r.event_key, EventKey::parse)?,
+        })
+    }
+}
+
+/// A wait named by id or by correlation id (within `tenant_id`, the default tenant when
+/// empty); by id, a non-empty `tenant_id` hides the waits of other tenants.
+pub(crate) fn lookup(
+    wait_id: Option<String>,
+    correlation_id: Option<String>,
+    tenant_id: &str,
+) -> Result<WaitLookup, ServiceError> {
+    match (wait_id, correlation_id) {
+        (Some(wait_id), _) => Ok(WaitLookup::Id {
+            wait_id: required("wait_id", &wait_id, |raw| WaitId::parse(&raw))?,
+            tenant: tenant_filter(tenant_id)?,
+        }),
+        (None, Some(correlation_id)) => Ok(WaitLookup::Correlation {
+            tenant: tenant(tenant_id)?,
+            correlation_id: required("correlation_id", &correlation_id, CorrelationId::parse)?,
+        }),
+        (None, None) => Err(ServiceError::invalid(
+            "key",
+            "required: wait_id or correlation_id",
+        )),
+    }
+}
+
+impl TryFrom<v1::GetWaitRequest> for WaitLookup {
+    type Error = ServiceError;
+
+    fn try_from(r: v1::GetWaitRequest) -> Result<Self, ServiceError> {
+        use v1::get_wait_request::Key;
+        match r.key {
+            Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id),
+            Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id),
+            None => lookup(None, None, &r.tenant_id),
+        }
+    }
+}
+
+/// A cancellation: the wait, and the reason (empty: none).
+pub(crate) fn cancel(
+    r: v1::CancelWaitRequest,
+) -> Result<(WaitLookup, Option<String>), ServiceError> {
+    use v1::cancel_wait_request::Key;
+    let lookup = match r.key {
+        Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id),
+        Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id),
+        None => lookup(None, None, &r.tenant_id),
+    }?;
+    Ok((lookup, (!r.reason.is_empty()).then_some(r.reason)))
+}
+
+impl TryFrom<v1::ListWaitsRequest> for WaitQuery {
+    type Error = ServiceError;
+
+    fn try_from(r: v1::ListWaitsRequest) -> Result<Self, ServiceError> {
+        let statuses = r
+            .statuses
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                v1::WaitStatus::try_from(*raw)
+                    .ok()
+                    .and_then(convert::from_status)
+                    .ok_or_else(|| {
+                        ServiceError::invalid(
+                            &format!("statuses[{i}]"),
+                            format!("unknown status {raw}"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if r.page_size > MAX_PAGE_SIZE {
+            return Err(ServiceError::TooLarge {
+                what: "page_size".into(),
+                size: r.page_size as usize,
+                limit: MAX_PAGE_SIZE as usize,
+            });
+        }
+        let after = match r.page_token.as_str() {
+            "" => None,
+            raw => Some(parse_page_token(raw)?),
+        };
+        Ok(Self {
+            tenant: tenant_filter(&r.tenant_id)?,
+            statuses,
+            execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
+            created_before: r.created_before.as_ref().map(convert::from_timestamp),
+            limit: if r.page_size == 0 {
+                DEFAULT_PAGE_SIZE
+            } else {
+                r.page_size
+            },
+            after,
+        })
+    }
+}
+
+/// The page token of a `ListWaits` page that ends at `next`.
+pub(crate) fn page_token(next: (Timestamp, WaitId)) -> String {
+    format!("{}:{}", next.0.as_millis(), next.1)
+}
+
+fn parse_page_token(raw: &str) -> Result<(Timestamp, WaitId), ServiceError> {
+    let bad = || ServiceError::Invalid {
+        field: "page_token".into(),
+        reason: "not a token from a previous ListWaits response".into(),
+    };
+    let (millis, id) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((
+        Timestamp::from_millis(millis.parse().map_err(|_| bad())?),
+        WaitId::parse(id).map_err(|_| bad())?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_refused_by_name() {
+        let e = RegisterWait::try_from(v1::RegisterWaitRequest {
+            execution_id: "e-1".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "node_id: required");
+        let e = Delivery::try_from(v1::DeliverEventRequest {
+            correlation_id: "c-1".into(),
+            source: "kafka".into(),
+            payload_json: "{".into(),
+            event_key: "k".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("payload_json: not valid JSON"),
+            "{e}"
+        );
+        let e = WaitLookup::try_from(v1::GetWaitRequest {
+            key: Some(v1::get_wait_request::Key::WaitId("not-a-uuid".into())),
+            tenant_id: String::new(),
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("wait_id: "), "{e}");
+        let e = WaitLookup::try_from(v1::GetWaitRequest::default()).unwrap_err();
+        assert_eq!(e.to_string(), "key: required: wait_id or correlation_id");
+    }
+
+    #[test]
+    fn an_empty_tenant_is_the_default_by_correlation_and_any_by_id() {
+        let by_correlation = lookup(None, Some("c-1".into()), "").unwrap();
+        assert!(matches!(
+            by_correlation,
+            WaitLookup::Correlation { tenant, .. } if tenant.as_str() == "default"
+        ));
+        let id = uuid::Uuid::new_v4().to_string();
+        assert!(matches!(
+            lookup(Some(id), None, "").unwrap(),
+            WaitLookup::Id { tenant: None, .. }
+        ));
+    }
+}

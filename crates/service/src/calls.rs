@@ -1,0 +1,221 @@
+//! The outbound API call: due calls are leased from the outbox, made through the `HttpCaller`
+//! port, and settled — done (the reply delivered as the `api` event in `sync` mode), retried
+//! with backoff, or failed together with their wait. The retry schedule is a pure function.
+
+use std::time::Duration;
+
+use rendezvous_domain::{Channel, EventKey, ResponseMode, SourceName, Timestamp};
+use rendezvous_ports::{
+    ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, retry_after,
+};
+
+use crate::{ApiPolicy, Delivery, ServiceError, WaitService};
+
+/// What to do with a call after an attempt that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NextAttempt {
+    /// Try again after `delay`.
+    Retry {
+        /// How long to wait.
+        delay: Duration,
+        /// Why the attempt failed.
+        reason: String,
+    },
+    /// Give up: the wait fails with this reason.
+    Fail(String),
+}
+
+/// Whether a failed attempt is retried: transient failures (connect errors, timeouts, 5xx,
+/// 429) are, until `policy.max_attempts`, after `backoff × 2^(attempts-1)` capped at
+/// `max_backoff`, or the server's `Retry-After` when longer; permanent failures are not.
+/// `attempts` counts the attempt that just failed (1 for the first).
+pub(crate) fn next_attempt(
+    policy: &ApiPolicy,
+    attempts: u32,
+    failure: Result<String, (String, Option<Duration>)>,
+) -> NextAttempt {
+    match failure {
+        Err((reason, retry_after)) if attempts < policy.max_attempts => {
+            let exp = policy
+                .backoff
+                .saturating_mul(1 << attempts.saturating_sub(1).min(16));
+            let delay = exp
+                .min(policy.max_backoff)
+                .max(retry_after.unwrap_or_default());
+            NextAttempt::Retry { delay, reason }
+        }
+        Err((reason, _)) => NextAttempt::Fail(format!(
+            "api call failed after {attempts} attempts: {reason}"
+        )),
+        Ok(reason) => NextAttempt::Fail(format!("api call failed: {reason}")),
+    }
+}
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// Makes due API calls (at most `limit`) through `caller`, leased to `owner`. A 2xx ends the
+    /// call (in `sync` mode its reply is delivered as the `api` event); connect errors,
+    /// timeouts, 5xx and 429 are retried with backoff (`Retry-After` respected) up to the
+    /// attempt limit; other failures, or the limit, fail the wait with the reason. Returns how
+    /// many calls were attempted.
+    pub async fn dispatch_api_calls<H: HttpCaller>(
+        &self,
+        caller: &H,
+        owner: &str,
+        limit: u32,
+    ) -> Result<usize, ServiceError> {
+        let calls = self
+            .store
+            .claim_api_calls(owner, self.clock.now(), self.config.api.lease, limit)
+            .await?;
+        let n = calls.len();
+        let results = futures_util::future::join_all(
+            calls.into_iter().map(|call| self.perform(caller, call)),
+        )
+        .await;
+        for result in results {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "api call bookkeeping failed; the call is retried after its lease");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn perform<H: HttpCaller>(
+        &self,
+        caller: &H,
+        call: ApiCallRecord,
+    ) -> Result<(), ServiceError> {
+        let wait_id = call.wait_id;
+        let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts);
+        let outcome = tracing::Instrument::instrument(caller.call(&call.request), span).await;
+        let now = self.clock.now();
+        // Ok(reason): permanent. Err((reason, retry_after)): transient.
+        let failure = match outcome {
+            Ok(reply) if (200..300).contains(&reply.status) => {
+                tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, url = %call.request.url, "api call succeeded");
+                return self.succeed(&call, reply, now).await;
+            }
+            Ok(reply) if reply.status == 429 || reply.status >= 500 => {
+                Err((answered(&call, &reply), retry_after(&reply)))
+            }
+            Ok(reply) => Ok(answered(&call, &reply)),
+            Err(CallFailure::Transient(reason)) => Err((reason, None)),
+            Err(CallFailure::Permanent(reason)) => Ok(reason),
+        };
+        match next_attempt(&self.config.api, call.attempts, failure) {
+            NextAttempt::Retry { delay, reason } => {
+                tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, retry_in_ms = delay.as_millis() as u64, "api call failed; retrying");
+                self.store
+                    .retry_api_call(wait_id, now.plus(delay), &reason, now)
+                    .await?;
+                Ok(())
+            }
+            NextAttempt::Fail(reason) => {
+                tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed for good; failing the wait");
+                self.store.fail_api_call(wait_id, &reason, now).await?;
+                self.fail(wait_id, reason).await
+            }
+        }
+    }
+
+    /// A 2xx: in `sync` mode the reply is the wait's `api` event; the call is done.
+    async fn succeed(
+        &self,
+        call: &ApiCallRecord,
+        reply: HttpReply,
+        now: Timestamp,
+    ) -> Result<(), ServiceError> {
+        if call.request.response_mode == ResponseMode::Sync {
+            let key = EventKey::parse(format!("api-call:{}", call.wait_id))
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let delivery = Delivery {
+                size: Delivery::api_size(&reply.headers, &reply.body),
+                tenant: call.tenant.clone(),
+                correlation_id: call.correlation_id.clone(),
+                execution_id: Some(call.execution_id.clone()),
+                channel: Channel::Source(SourceName::api()),
+                payload: Delivery::api_payload(u32::from(reply.status), reply.headers, &reply.body),
+                event_key: key,
+            };
+            match self.deliver(delivery).await {
+                Ok(_) | Err(ServiceError::ExecutionMismatch(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.store.finish_api_call(call.wait_id, now).await?;
+        Ok(())
+    }
+}
+
+/// "`url` answered `status`: `body...`".
+fn answered(call: &ApiCallRecord, reply: &HttpReply) -> String {
+    format!(
+        "{} answered {}{}",
+        call.request.url,
+        reply.status,
+        snippet(&reply.body)
+    )
+}
+
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(body);
+    let cut: String = text.chars().take(200).collect();
+    format!(": {cut}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> ApiPolicy {
+        ApiPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            ..ApiPolicy::default()
+        }
+    }
+
+    fn transient(retry_after: Option<u64>) -> Result<String, (String, Option<Duration>)> {
+        Err(("503".into(), retry_after.map(Duration::from_secs)))
+    }
+
+    #[test]
+    fn the_retry_schedule_doubles_up_to_the_cap_then_fails() {
+        let table = [
+            (1, transient(None), Some(1)),
+            (2, transient(None), Some(2)),
+            (3, transient(None), Some(4)),
+            (4, transient(None), Some(5)),
+            // Retry-After wins when longer than the backoff ...
+            (1, transient(Some(30)), Some(30)),
+            // ... never when shorter.
+            (3, transient(Some(1)), Some(4)),
+            // The attempt limit.
+            (5, transient(None), None),
+        ];
+        for (attempts, failure, expected) in table {
+            let next = next_attempt(&policy(), attempts, failure);
+            match (next, expected) {
+                (NextAttempt::Retry { delay, .. }, Some(secs)) => {
+                    assert_eq!(delay, Duration::from_secs(secs), "attempt {attempts}");
+                }
+                (NextAttempt::Fail(reason), None) => {
+                    assert_eq!(reason, "api call failed after 5 attempts: 503");
+                }
+                (next, expected) => panic!("attempt {attempts}: {next:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn permanent_failures_are_not_retried() {
+        assert_eq!(
+            next_attempt(&policy(), 1, Ok("https://x answered 404".into())),
+            NextAttempt::Fail("api call failed: https://x answered 404".into())
+        );
+    }
+}

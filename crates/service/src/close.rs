@@ -1,0 +1,108 @@
+//! Deciding a wait from outside its events: cancel and fail (by compare-and-set), time out
+//! due waits (claimed with their rows locked), and expire early events nobody claimed.
+
+use rendezvous_domain::{Resolution, Timestamp, WaitId, WaitState};
+use rendezvous_ports::{Clock, ResumeSignal, Store, StoreTx, StoredWait};
+
+use crate::service::{Attempt, new_resume, stamp};
+use crate::{ServiceError, WaitLookup, WaitService};
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// Cancels an open wait; a decided wait is returned unchanged with `false`.
+    pub async fn cancel(
+        &self,
+        lookup: WaitLookup,
+        reason: Option<String>,
+    ) -> Result<(StoredWait, bool), ServiceError> {
+        self.close(&lookup, |state, now| state.cancel(reason.clone(), now))
+            .await
+    }
+
+    /// Fails an open wait with a reason (its resume carries outcome `failed`).
+    pub(crate) async fn fail(&self, wait_id: WaitId, reason: String) -> Result<(), ServiceError> {
+        let lookup = WaitLookup::Id {
+            wait_id,
+            tenant: None,
+        };
+        match self
+            .close(&lookup, |state, now| state.fail(reason.clone(), now))
+            .await
+        {
+            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes an open wait with `decide` (cancel or fail) by compare-and-set, writing its resume
+    /// in the same transaction. Returns the wait and whether this call closed it (a wait
+    /// already decided is returned unchanged).
+    async fn close(
+        &self,
+        lookup: &WaitLookup,
+        decide: impl Fn(&mut WaitState, Timestamp) -> Result<(), Resolution>,
+    ) -> Result<(StoredWait, bool), ServiceError> {
+        self.retry_on_conflict(|| lookup.to_string(), |_| self.close_once(lookup, &decide))
+            .await
+    }
+
+    async fn close_once(
+        &self,
+        lookup: &WaitLookup,
+        decide: &impl Fn(&mut WaitState, Timestamp) -> Result<(), Resolution>,
+    ) -> Result<Attempt<(StoredWait, bool)>, ServiceError> {
+        let stored = self.get(lookup.clone()).await?;
+        let now = self.clock.now();
+        let mut wait = stored.clone();
+        if decide(&mut wait.state, now).is_err() {
+            return Ok(Attempt::Done((stored, false)));
+        }
+        stamp(&mut wait, now);
+        let mut tx = self.store.begin().await?;
+        if !tx.update_wait(&wait, stored.version).await? {
+            return Ok(Attempt::Conflict);
+        }
+        if let Some(resume) = new_resume(&wait.state) {
+            tx.insert_resume(&resume).await?;
+        }
+        tx.commit().await?;
+        let k = &wait.state.key;
+        tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, status = %wait.state.status(), "wait closed");
+        Ok(Attempt::Done((wait, true)))
+    }
+
+    /// Times out due waits (at most `limit`), each once across every instance. Returns how
+    /// many were decided.
+    pub async fn expire_due(&self, limit: u32) -> Result<usize, ServiceError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let due = tx.claim_due_waits(now, limit).await?;
+        let mut decided = 0;
+        for stored in due {
+            let mut wait = stored.clone();
+            let Some(outcome) = wait.state.expire(now) else {
+                continue;
+            };
+            stamp(&mut wait, now);
+            // The rows are locked by this transaction, so the compare-and-set holds.
+            if tx.update_wait(&wait, stored.version).await? {
+                if let Some(resume) = new_resume(&wait.state) {
+                    tx.insert_resume(&resume).await?;
+                }
+                decided += 1;
+                let k = &wait.state.key;
+                tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, outcome = outcome.as_str(), "wait timed out");
+            }
+        }
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    /// Marks buffered events past their TTL as expired. Returns how many.
+    pub async fn expire_buffered(&self) -> Result<u64, ServiceError> {
+        let expired = self.store.expire_buffered(self.clock.now()).await?;
+        if expired > 0 {
+            tracing::info!(expired, "buffered events expired unclaimed");
+        }
+        Ok(expired)
+    }
+}

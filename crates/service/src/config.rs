@@ -1,0 +1,73 @@
+//! The use cases' limits and timings, and the policy of outbound API calls.
+
+use std::time::Duration;
+
+use rendezvous_domain::Destinations;
+
+/// Limits and timings of the use cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// How long an event for an unknown correlation id is kept for a wait to register.
+    pub buffer_ttl: Duration,
+    /// How many optimistic-lock conflicts one request may meet before giving up.
+    pub max_conflict_retries: u32,
+    /// The largest event payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// The largest node config accepted, in bytes.
+    pub max_config_bytes: usize,
+    /// Outbound API calls.
+    pub api: ApiPolicy,
+}
+
+/// Where outbound API calls may go, and how they are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiPolicy {
+    /// URL prefixes (`https://api.partner.example/v1/`) or host names (`api.partner.example`)
+    /// calls may go to. Empty: any host (private networks still need `allow_private_networks`).
+    pub allowed: Vec<String>,
+    /// Whether loopback and private addresses may be called (off: SSRF protection).
+    pub allow_private_networks: bool,
+    /// Attempts before the wait fails (transient errors: connect, timeout, 5xx, 429).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `max_backoff` (`Retry-After` wins if longer).
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How long one attempt is leased to an instance (longer than the HTTP timeout).
+    pub lease: Duration,
+}
+
+impl ApiPolicy {
+    /// The destination rule of this policy (the domain checks URLs against it).
+    pub fn destinations(&self) -> Destinations {
+        Destinations {
+            allowed: self.allowed.clone(),
+            allow_private_networks: self.allow_private_networks,
+        }
+    }
+}
+
+impl Default for ApiPolicy {
+    fn default() -> Self {
+        Self {
+            allowed: Vec::new(),
+            allow_private_networks: false,
+            max_attempts: 8,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            buffer_ttl: Duration::from_secs(3600),
+            max_conflict_retries: 32,
+            max_payload_bytes: 1024 * 1024,
+            max_config_bytes: 256 * 1024,
+            api: ApiPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Looking at waits and what the ingress needs to know: one wait, a page of waits, the Kafka
+//! topics registered waits name, and the quarantine of events that could not be processed.
+
+use rendezvous_ports::{
+    Clock, Page, Quarantined, ResumeSignal, Store, StoredWait, TopicFields, WaitQuery,
+};
+
+use crate::{ServiceError, WaitLookup, WaitService};
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// One wait.
+    pub async fn get(&self, lookup: WaitLookup) -> Result<StoredWait, ServiceError> {
+        match lookup {
+            WaitLookup::Id { wait_id, tenant } => self
+                .store
+                .get_wait(wait_id)
+                .await?
+                .filter(|w| tenant.as_ref().is_none_or(|t| t == &w.state.key.tenant))
+                .ok_or_else(|| ServiceError::NotFound(format!("no wait with id {wait_id}"))),
+            WaitLookup::Correlation {
+                tenant,
+                correlation_id,
+            } => self
+                .store
+                .find_wait(&tenant, &correlation_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "no wait with correlation id {correlation_id} in tenant {tenant}"
+                    ))
+                }),
+        }
+    }
+
+    /// Waits matching a query, newest first.
+    pub async fn list(&self, query: WaitQuery) -> Result<Page<StoredWait>, ServiceError> {
+        Ok(self.store.list_waits(&query).await?)
+    }
+
+    /// Every topic registered waits listen on, with its id fields.
+    pub async fn kafka_topics(&self) -> Result<Vec<TopicFields>, ServiceError> {
+        Ok(self.store.kafka_topics().await?)
+    }
+
+    /// Sets an event aside with a reason (poison, missing ids, mismatch).
+    pub async fn quarantine(&self, event: Quarantined) -> Result<(), ServiceError> {
+        tracing::warn!(origin = %event.origin, event_key = ?event.event_key, correlation_id = ?event.correlation_id, reason = %event.reason, "event quarantined");
+        Ok(self.store.quarantine(&event).await?)
+    }
+}

@@ -1,0 +1,312 @@
+//! Registering a wait: the common one-write path when nothing came before it, else the full
+//! transaction (idempotency match, correlation lock, buffered early events, new topics, the
+//! outbound call, an immediate decision).
+
+use rendezvous_domain::{
+    CorrelationId, SourceKind, SourceName, Timestamp, WaitId, WaitKey, WaitSpec, WaitState,
+};
+use rendezvous_ports::{
+    ApiCallRecord, Clock, FreshWait, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
+    TopicFields,
+};
+
+use crate::service::{Attempt, counted, new_resume};
+use crate::{RegisterWait, Registered, ServiceError, WaitService};
+
+/// Where a rendered API call's URL is reported from, in errors.
+const CALL_URL_FIELD: &str = "node_config.data.apiCall.url";
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// Registers a wait, or returns the one registered earlier under the same idempotency
+    /// identity. Early events buffered for its correlation id are applied in the same
+    /// transaction; a wait decided at once (no enabled source, or the buffered events met the
+    /// condition) gets its resume in that transaction too.
+    pub async fn register(&self, request: RegisterWait) -> Result<Registered, ServiceError> {
+        if request.node_config_json.len() > self.config.max_config_bytes {
+            return Err(ServiceError::TooLarge {
+                what: "node_config_json".into(),
+                size: request.node_config_json.len(),
+                limit: self.config.max_config_bytes,
+            });
+        }
+        if request.node_config_json.is_empty() {
+            return Err(ServiceError::invalid("node_config_json", "required"));
+        }
+        let spec = WaitSpec::from_json_str(&request.node_config_json)
+            .map_err(ServiceError::InvalidConfig)?;
+        let what = || {
+            format!(
+                "registration of execution {} node {}",
+                request.execution_id, request.node_id
+            )
+        };
+        self.retry_on_conflict(what, |attempt| self.register_once(&request, &spec, attempt))
+            .await
+    }
+
+    async fn register_once(
+        &self,
+        request: &RegisterWait,
+        spec: &WaitSpec,
+        attempt: u32,
+    ) -> Result<Attempt<Registered>, ServiceError> {
+        let now = self.clock.now();
+        let tenant = &request.tenant;
+        let chosen = request.correlation_id.as_ref();
+        let correlation_id = chosen.cloned().unwrap_or_else(|| {
+            CorrelationId::parse(uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid correlation id")
+        });
+        let key = WaitKey {
+            id: WaitId::from_uuid(uuid::Uuid::new_v4()),
+            tenant: tenant.clone(),
+            correlation_id: correlation_id.clone(),
+            execution_id: request.execution_id.clone(),
+            node_id: request.node_id.clone(),
+        };
+        if attempt == 0
+            && let Some(registered) = self.register_fresh(key.clone(), spec, request, now).await?
+        {
+            return Ok(Attempt::Done(registered));
+        }
+        let mut tx = self.store.begin().await?;
+        tx.lock_correlation(tenant, &correlation_id).await?;
+        if let Some(existing) = tx
+            .find_by_idempotency(
+                tenant,
+                &request.execution_id,
+                &request.node_id,
+                request.idempotency_key.as_str(),
+            )
+            .await?
+        {
+            return check_same_registration(existing, spec, request).map(Attempt::Done);
+        }
+        let mut state = WaitState::register(key, spec.clone(), now);
+        let buffered = tx.pending_buffered(tenant, &correlation_id, now).await?;
+        let mut accepted = Vec::new();
+        for b in &buffered {
+            let step = state.apply(b.event.clone(), now);
+            if let Some((event_key, source)) = counted(&b.event.key, &step.verdict) {
+                accepted.push((event_key.clone(), source.clone()));
+            }
+        }
+        let wait = new_wait(state, request, now);
+        match tx.insert_wait(&wait).await {
+            Ok(()) => {}
+            // Either a concurrent retry with the same idempotency identity won (the next
+            // attempt returns its wait), or the correlation id is taken.
+            Err(StoreError::Conflict(_)) if chosen.is_some() && attempt == 0 => {
+                return Ok(Attempt::Again);
+            }
+            Err(StoreError::Conflict(detail)) if chosen.is_some() => {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "correlation id {correlation_id} is already used in tenant {tenant} ({detail})"
+                )));
+            }
+            Err(StoreError::Conflict(_)) => return Ok(Attempt::Conflict),
+            Err(e) => return Err(e.into()),
+        }
+        for (event_key, source) in &accepted {
+            tx.record_processed(wait.state.key.id, event_key, source, now)
+                .await?;
+        }
+        let new_topics = self.new_topics(spec);
+        for topic in &new_topics {
+            tx.remember_topic(topic, now).await?;
+        }
+        // The API call goes out only after this transaction commits, and only if the wait
+        // still needs it.
+        let call = self.outbound_call(&wait.state, request)?;
+        if let Some(call) = &call {
+            tx.insert_api_call(call, now).await?;
+        }
+        let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
+        tx.mark_buffered_applied(&ids, wait.state.key.id, now)
+            .await?;
+        if let Some(resume) = new_resume(&wait.state) {
+            tx.insert_resume(&resume).await?;
+        }
+        tx.commit().await?;
+        if call.is_some() {
+            self.calls_pending.notify_one();
+        }
+        if !new_topics.is_empty() {
+            self.known_topics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(new_topics);
+            self.topics_changed.notify_waiters();
+        }
+        log_registered(&wait.state, buffered.len());
+        Ok(Attempt::Done(Registered {
+            wait,
+            created: true,
+        }))
+    }
+
+    /// The common registration in one store write: nothing came before it (no wait under its
+    /// idempotency identity or correlation id, no early events, no topic this instance has not
+    /// recorded yet). `None` when something did, or when the call cannot be rendered or is not
+    /// allowed: the full path then decides what the caller gets.
+    async fn register_fresh(
+        &self,
+        key: WaitKey,
+        spec: &WaitSpec,
+        request: &RegisterWait,
+        now: Timestamp,
+    ) -> Result<Option<Registered>, ServiceError> {
+        if !self.new_topics(spec).is_empty() {
+            return Ok(None);
+        }
+        let state = WaitState::register(key, spec.clone(), now);
+        let Ok(call) = self.outbound_call(&state, request) else {
+            return Ok(None);
+        };
+        let wait = new_wait(state, request, now);
+        let resume = new_resume(&wait.state);
+        let fresh = FreshWait {
+            wait: &wait,
+            call: call.as_ref(),
+            resume: resume.as_ref(),
+        };
+        if !self.store.insert_fresh_wait(fresh).await? {
+            return Ok(None);
+        }
+        if call.is_some() {
+            self.calls_pending.notify_one();
+        }
+        log_registered(&wait.state, 0);
+        Ok(Some(Registered {
+            wait,
+            created: true,
+        }))
+    }
+
+    /// The topics of `spec` this instance has not recorded yet.
+    fn new_topics(&self, spec: &WaitSpec) -> Vec<TopicFields> {
+        let known = self
+            .known_topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        topic_fields(spec)
+            .into_iter()
+            .filter(|t| !known.contains(t))
+            .collect()
+    }
+
+    /// The outbound API call a newly registered wait puts in the outbox: none when its spec
+    /// has none or the wait no longer needs it (decided, or the `api` source already
+    /// satisfied); the rendered request, carrying the caller's `traceparent`, otherwise. An
+    /// error when it cannot be rendered or its destination is not allowed.
+    fn outbound_call(
+        &self,
+        state: &WaitState,
+        request: &RegisterWait,
+    ) -> Result<Option<ApiCallRecord>, ServiceError> {
+        let Some(call) = state.spec.api_call() else {
+            return Ok(None);
+        };
+        if !state.is_open() || state.satisfied().contains(&SourceName::api()) {
+            return Ok(None);
+        }
+        let k = &state.key;
+        let mut rendered = call
+            .render(
+                &request.input_variables,
+                k.id,
+                &k.correlation_id,
+                &k.execution_id,
+            )
+            .map_err(ServiceError::InvalidConfig)?;
+        self.config
+            .api
+            .destinations()
+            .check(&rendered.url)
+            .map_err(|e| ServiceError::invalid(CALL_URL_FIELD, e))?;
+        if let Some(traceparent) = &request.traceparent {
+            rendered
+                .headers
+                .insert("traceparent".into(), traceparent.clone());
+        }
+        Ok(Some(ApiCallRecord {
+            wait_id: k.id,
+            tenant: k.tenant.clone(),
+            correlation_id: k.correlation_id.clone(),
+            execution_id: k.execution_id.clone(),
+            request: rendered,
+            attempts: 0,
+        }))
+    }
+}
+
+/// A registration that found a wait under its idempotency identity: the same wait when the
+/// request is the same, `AlreadyExists` naming the difference otherwise.
+fn check_same_registration(
+    existing: StoredWait,
+    spec: &WaitSpec,
+    request: &RegisterWait,
+) -> Result<Registered, ServiceError> {
+    let (execution_id, node_id) = (&request.execution_id, &request.node_id);
+    if existing.state.spec != *spec {
+        return Err(ServiceError::AlreadyExists(format!(
+            "execution {execution_id} node {node_id} already has wait {} under idempotency key {:?} with a different node config",
+            existing.state.key.id,
+            request.idempotency_key.as_str()
+        )));
+    }
+    if let Some(chosen) = &request.correlation_id
+        && chosen != &existing.state.key.correlation_id
+    {
+        return Err(ServiceError::AlreadyExists(format!(
+            "execution {execution_id} node {node_id} already has wait {} under idempotency key {:?} with correlation id {}, not {chosen}",
+            existing.state.key.id,
+            request.idempotency_key.as_str(),
+            existing.state.key.correlation_id
+        )));
+    }
+    Ok(Registered {
+        wait: existing,
+        created: false,
+    })
+}
+
+/// The log line of a registration.
+fn log_registered(state: &WaitState, buffered: usize) {
+    let k = &state.key;
+    tracing::info!(
+        wait_id = %k.id,
+        correlation_id = %k.correlation_id,
+        execution_id = %k.execution_id,
+        node_id = %k.node_id,
+        status = %state.status(),
+        buffered,
+        "wait registered"
+    );
+}
+
+/// A wait as registration stores it: version 1, last changed when registered.
+fn new_wait(state: WaitState, request: &RegisterWait, now: Timestamp) -> StoredWait {
+    StoredWait {
+        state,
+        version: 1,
+        idempotency_key: request.idempotency_key.as_str().to_owned(),
+        workflow_id: request.workflow_id.clone(),
+        updated_at: now,
+    }
+}
+
+/// The Kafka topics of a spec with their id fields.
+fn topic_fields(spec: &WaitSpec) -> Vec<TopicFields> {
+    spec.sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SourceKind::Kafka(k) => Some(TopicFields {
+                topic: k.topic.clone(),
+                correlation_field: k.correlation_id_field.clone(),
+                execution_field: k.execution_id_field.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,158 @@
+//! The use cases' commands and answers, in validated domain types: adapters parse what their
+//! callers sent into these at their edge (`crate::parse`), so the use cases never see raw text
+//! where an id belongs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rendezvous_domain::{
+    Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, NodeId, TenantId, Verdict,
+    WaitId,
+};
+use rendezvous_ports::StoredWait;
+use serde_json::Value;
+
+/// A registration request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterWait {
+    /// The tenant the wait belongs to.
+    pub tenant: TenantId,
+    /// The workflow execution.
+    pub execution_id: ExecutionId,
+    /// The workflow node.
+    pub node_id: NodeId,
+    /// The node config JSON text (its size is checked against `max_config_bytes` before it is
+    /// parsed).
+    pub node_config_json: String,
+    /// Distinguishes several waits of one node in one execution; may be empty.
+    pub idempotency_key: IdempotencyKey,
+    /// For listing only.
+    pub workflow_id: Option<String>,
+    /// Caller-chosen correlation id; `None` to generate one.
+    pub correlation_id: Option<CorrelationId>,
+    /// Values for `{{name}}` placeholders of the API call.
+    pub input_variables: BTreeMap<String, String>,
+    /// The caller's W3C `traceparent`, propagated on the API call.
+    pub traceparent: Option<String>,
+}
+
+impl RegisterWait {
+    /// A registration in the default tenant, with no idempotency key, chosen correlation id,
+    /// input variables, workflow id or trace context (set the fields to add them).
+    pub fn new(
+        execution_id: ExecutionId,
+        node_id: NodeId,
+        node_config_json: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant: TenantId::default_tenant(),
+            execution_id,
+            node_id,
+            node_config_json: node_config_json.into(),
+            idempotency_key: IdempotencyKey::default(),
+            workflow_id: None,
+            correlation_id: None,
+            input_variables: BTreeMap::new(),
+            traceparent: None,
+        }
+    }
+}
+
+/// The wait a registration produced or found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The wait.
+    pub wait: StoredWait,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// An event delivered for a correlation id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The tenant of the wait it is for.
+    pub tenant: TenantId,
+    /// The wait's correlation id.
+    pub correlation_id: CorrelationId,
+    /// The execution id the event carries, if any.
+    pub execution_id: Option<ExecutionId>,
+    /// Where it came from.
+    pub channel: Channel,
+    /// The event body.
+    pub payload: Value,
+    /// The event's size as received, in bytes: `service.max_payload_bytes` applies to it
+    /// (measured by the adapter, which has the raw bytes, so the JSON is never re-encoded).
+    pub size: usize,
+    /// The event's identity.
+    pub event_key: EventKey,
+}
+
+impl Delivery {
+    /// The `api` event of an HTTP response: `{"status", "headers", "body"}` where a JSON body
+    /// stays JSON and any other body becomes a string.
+    pub fn api_payload(status: u32, headers: BTreeMap<String, String>, body: &[u8]) -> Value {
+        let body = serde_json::from_slice::<Value>(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        serde_json::json!({"status": status, "headers": headers, "body": body})
+    }
+
+    /// The received size of an HTTP response: its body plus its header names and values.
+    pub fn api_size(headers: &BTreeMap<String, String>, body: &[u8]) -> usize {
+        body.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    /// No wait has the correlation id yet; kept in the early-event buffer.
+    Buffered,
+    /// Already in the early-event buffer.
+    BufferedDuplicate,
+    /// Applied to a wait.
+    Applied {
+        /// The wait after the event.
+        wait: Box<StoredWait>,
+        /// What the event did (never an execution-id mismatch: that is
+        /// [`crate::ServiceError::ExecutionMismatch`]).
+        verdict: Verdict,
+    },
+}
+
+/// How a caller names a wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitLookup {
+    /// By wait id; when a tenant is given, a wait of another tenant is not found.
+    Id {
+        /// The wait id.
+        wait_id: WaitId,
+        /// The tenant the caller acts for; `None`: any.
+        tenant: Option<TenantId>,
+    },
+    /// By correlation id within a tenant.
+    Correlation {
+        /// The tenant.
+        tenant: TenantId,
+        /// The correlation id.
+        correlation_id: CorrelationId,
+    },
+}
+
+impl fmt::Display for WaitLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id { wait_id, .. } => write!(f, "wait {wait_id}"),
+            Self::Correlation {
+                tenant,
+                correlation_id,
+            } => write!(
+                f,
+                "the wait with correlation id {correlation_id} in tenant {tenant}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The resume feed behind engine streams: lease resumes to a stream, record its acks, free
+//! its leases when it ends.
+
+use std::time::Duration;
+
+use rendezvous_domain::{LeaseOwner, ResumeId, TenantId};
+use rendezvous_ports::{Clock, ResumeRecord, ResumeSignal, Store};
+
+use crate::{ServiceError, WaitService};
+
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// Leases resumes to a stream (`owner`) until acked or the lease runs out.
+    pub async fn claim_resumes(
+        &self,
+        owner: &LeaseOwner,
+        tenant: Option<&TenantId>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ResumeRecord>, ServiceError> {
+        Ok(self
+            .store
+            .claim_resumes(owner.as_str(), tenant, self.clock.now(), lease, limit)
+            .await?)
+    }
+
+    /// Acknowledges resumes in one write. Returns how many were still unacknowledged.
+    pub async fn ack_resumes(&self, resume_ids: &[ResumeId]) -> Result<u64, ServiceError> {
+        let ids: Vec<uuid::Uuid> = resume_ids.iter().map(ResumeId::as_uuid).collect();
+        Ok(self.store.ack_resumes(&ids, self.clock.now()).await?)
+    }
+
+    /// Frees the leases a finished stream held, so its unacknowledged resumes go out again.
+    pub async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, ServiceError> {
+        Ok(self.store.release_resumes(owner.as_str()).await?)
+    }
+}
