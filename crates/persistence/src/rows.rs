@@ -1,14 +1,59 @@
-//! Conversions between table rows and domain types, and database errors to store errors.
+//! Conversions between table rows and domain types, the status values of the buffer and the
+//! call outbox, and database errors to store errors.
 
 use rendezvous_domain::{
-    CorrelationId, ExecutionId, IgnoredEvent, NodeId, ReceivedEvent, Resolution, TenantId,
-    Timestamp, WaitId, WaitKey, WaitState,
+    ApiRequest, CorrelationId, ExecutionId, IgnoredEvent, NodeId, ReceivedEvent, Resolution,
+    TenantId, Timestamp, WaitId, WaitKey, WaitState,
 };
-use rendezvous_ports::{ResumeRecord, StoreError, StoredWait};
+use rendezvous_ports::{ApiCallRecord, ResumeRecord, StoreError, StoredWait};
 use sea_orm::{ActiveValue::Set, DbErr, SqlErr};
 use serde::{Deserialize, Serialize};
 
-use crate::entities::{resume_outbox, waits};
+use crate::entities::{api_calls, resume_outbox, waits};
+
+/// `early_events.status`: `pending` until a registration applies the event or its TTL passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BufferStatus {
+    /// Waiting for its wait.
+    Pending,
+    /// Applied to a newly registered wait.
+    Applied,
+    /// Nobody claimed it within the TTL (kept, and quarantined).
+    Expired,
+}
+
+impl BufferStatus {
+    /// As stored.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Applied => "applied",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// `api_calls.status`: `pending` (due at `next_attempt_at`) until it is `done` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallStatus {
+    /// To be made (again).
+    Pending,
+    /// Made; nothing more to do.
+    Done,
+    /// Given up on; the wait was failed.
+    Failed,
+}
+
+impl CallStatus {
+    /// As stored.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
 
 /// The mutable part of a wait, stored as JSON in `waits.progress`.
 #[derive(Serialize, Deserialize)]
@@ -93,6 +138,39 @@ pub(crate) fn resume_from_row(row: resume_outbox::Model) -> Result<ResumeRecord,
         serde_json::from_str(&row.resume).map_err(|e| corrupt("resume", e))?;
     resume.attempts = u32::try_from(row.attempts).unwrap_or(0);
     Ok(resume)
+}
+
+/// What `api_calls.request` holds: the rendered request with the ids the dispatcher needs.
+#[derive(Serialize, Deserialize)]
+struct StoredCall {
+    tenant: TenantId,
+    correlation_id: CorrelationId,
+    execution_id: ExecutionId,
+    request: ApiRequest,
+}
+
+/// `api_calls.request` of a call.
+pub(crate) fn call_json(call: &ApiCallRecord) -> Result<String, StoreError> {
+    json(&StoredCall {
+        tenant: call.tenant.clone(),
+        correlation_id: call.correlation_id.clone(),
+        execution_id: call.execution_id.clone(),
+        request: call.request.clone(),
+    })
+}
+
+/// The call an `api_calls` row holds.
+pub(crate) fn call_from_row(row: api_calls::Model) -> Result<ApiCallRecord, StoreError> {
+    let stored: StoredCall =
+        serde_json::from_str(&row.request).map_err(|e| corrupt("api call", e))?;
+    Ok(ApiCallRecord {
+        wait_id: WaitId::from_uuid(row.wait_id),
+        tenant: stored.tenant,
+        correlation_id: stored.correlation_id,
+        execution_id: stored.execution_id,
+        request: stored.request,
+        attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+    })
 }
 
 /// Maps a database error: unique violations are conflicts, connection trouble is

@@ -1,14 +1,19 @@
 //! Resume wake-ups: a local watch channel, fed on PostgreSQL by a `LISTEN` task so that a
-//! resume committed on any instance wakes the streams of every instance.
+//! resume committed on any instance wakes the streams of every instance. Owns the channel's
+//! name; the statements announcing resumes pass it as a parameter.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rendezvous_ports::{ResumeSignal, ResumeWaiter};
+use rendezvous_ports::{ResumeSignal, ResumeWaiter, StoreError};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::sync::watch;
 
-use crate::store::RESUME_CHANNEL;
+use crate::rows::db_err;
+
+/// The PostgreSQL channel resume wake-ups are sent on.
+pub(crate) const RESUME_CHANNEL: &str = "rendezvous_resumes";
 
 /// The resume signal of the SQL store.
 #[derive(Debug, Clone)]
@@ -29,14 +34,26 @@ impl Default for SqlResumeSignal {
 }
 
 impl SqlResumeSignal {
-    /// The payload this instance's `NOTIFY`s carry (a UUID: safe to put in SQL as a literal).
+    /// The payload this instance's notifications carry (a UUID).
     pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
 
-    /// The `NOTIFY` statement announcing resumes from this instance.
-    pub(crate) fn notify_statement(&self) -> String {
-        format!("NOTIFY {RESUME_CHANNEL}, '{}'", self.origin)
+    /// Announces resumes from this instance to every instance's listener: on PostgreSQL a
+    /// notification on [`RESUME_CHANNEL`], sent when (and only if) the transaction `conn` runs
+    /// in commits, or at once outside one. SQLite has a single instance: nothing to send (the
+    /// writer wakes its own streams with [`ResumeSignal::notify_local`]).
+    pub(crate) async fn announce(&self, conn: &impl ConnectionTrait) -> Result<(), StoreError> {
+        if conn.get_database_backend() == DbBackend::Postgres {
+            conn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [RESUME_CHANNEL.into(), self.origin().into()],
+            ))
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
     }
 }
 

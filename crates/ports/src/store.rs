@@ -13,7 +13,7 @@ use crate::api_call::ApiCallRecord;
 use crate::resume::ResumeRecord;
 
 /// What can go wrong in a store, as the service needs to tell it apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was violated (e.g. a correlation id already taken); names the rule.
     #[error("conflict: {0}")]

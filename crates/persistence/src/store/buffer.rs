@@ -1,0 +1,174 @@
+//! The early-event buffer (`early_events`): events that arrived before their wait, pending
+//! until a registration applies them or their TTL passes (then expired and quarantined, never
+//! deleted silently).
+
+use rendezvous_domain::{CorrelationId, IncomingEvent, TenantId, Timestamp, WaitId};
+use rendezvous_ports::{BufferedEvent, StoreError};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use crate::entities::{early_events, quarantined_events};
+use crate::rows::{BufferStatus, db_err, json};
+
+/// Most buffered events one [`expire`] call handles.
+const EXPIRE_BATCH: u64 = 1000;
+
+/// Buffers an early event; `false` when the same event is already pending. A redelivery of an
+/// event that expired (or is past its TTL) buffers it again, so it is not lost.
+pub(super) async fn buffer_event(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    correlation_id: &CorrelationId,
+    event: &IncomingEvent,
+    expires_at: Timestamp,
+) -> Result<bool, StoreError> {
+    let row = early_events::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        correlation_id: Set(correlation_id.to_string()),
+        event_key: Set(event.key.to_string()),
+        event: Set(json(event)?),
+        received_at: Set(event.received_at.as_millis()),
+        expires_at: Set(expires_at.as_millis()),
+        status: Set(BufferStatus::Pending.as_str().to_owned()),
+        wait_id: Set(None),
+        resolved_at: Set(None),
+        ..Default::default()
+    };
+    let now = event.received_at.as_millis();
+    let revive = {
+        // In a block: `ExprTrait`'s `eq` would be ambiguous with `ColumnTrait`'s elsewhere.
+        use sea_orm::sea_query::ExprTrait;
+        Expr::col((early_events::Entity, early_events::Column::Status))
+            .eq(BufferStatus::Expired.as_str())
+            .or(Expr::col((early_events::Entity, early_events::Column::ExpiresAt)).lte(now))
+    };
+    let inserted = early_events::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                early_events::Column::TenantId,
+                early_events::Column::CorrelationId,
+                early_events::Column::EventKey,
+            ])
+            .update_columns([
+                early_events::Column::Event,
+                early_events::Column::ReceivedAt,
+                early_events::Column::ExpiresAt,
+                early_events::Column::Status,
+                early_events::Column::ResolvedAt,
+            ])
+            .action_and_where(revive)
+            .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(inserted == 1)
+}
+
+/// The pending events of a correlation id whose TTL has not passed, oldest first.
+pub(super) async fn pending(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    correlation_id: &CorrelationId,
+    now: Timestamp,
+) -> Result<Vec<BufferedEvent>, StoreError> {
+    let rows = early_events::Entity::find()
+        .filter(early_events::Column::TenantId.eq(tenant.as_str()))
+        .filter(early_events::Column::CorrelationId.eq(correlation_id.as_str()))
+        .filter(early_events::Column::Status.eq(BufferStatus::Pending.as_str()))
+        .filter(early_events::Column::ExpiresAt.gt(now.as_millis()))
+        .order_by_asc(early_events::Column::Id)
+        .all(conn)
+        .await
+        .map_err(db_err)?;
+    rows.into_iter()
+        .map(|row| {
+            let event: IncomingEvent = serde_json::from_str(&row.event).map_err(|e| {
+                StoreError::Other(format!("corrupt buffered event {}: {e}", row.id))
+            })?;
+            Ok(BufferedEvent {
+                id: row.id,
+                event,
+                expires_at: Timestamp::from_millis(row.expires_at),
+            })
+        })
+        .collect()
+}
+
+/// Marks buffered events as applied to a wait.
+pub(super) async fn mark_applied(
+    conn: &impl ConnectionTrait,
+    ids: &[i64],
+    wait_id: WaitId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    early_events::Entity::update_many()
+        .col_expr(
+            early_events::Column::Status,
+            Expr::value(BufferStatus::Applied.as_str()),
+        )
+        .col_expr(early_events::Column::WaitId, Expr::value(wait_id.as_uuid()))
+        .col_expr(
+            early_events::Column::ResolvedAt,
+            Expr::value(now.as_millis()),
+        )
+        .filter(early_events::Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Expires up to [`EXPIRE_BATCH`] pending events whose TTL passed, quarantining each with the
+/// reason, in one transaction. Returns how many.
+pub(super) async fn expire(conn: &DatabaseConnection, now: Timestamp) -> Result<u64, StoreError> {
+    let tx = conn.begin().await.map_err(db_err)?;
+    let expired = early_events::Entity::find()
+        .filter(early_events::Column::Status.eq(BufferStatus::Pending.as_str()))
+        .filter(early_events::Column::ExpiresAt.lte(now.as_millis()))
+        .order_by_asc(early_events::Column::Id)
+        .limit(EXPIRE_BATCH)
+        .all(&tx)
+        .await
+        .map_err(db_err)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let rows = expired.iter().map(|e| quarantined_events::ActiveModel {
+        origin: Set("buffer".to_owned()),
+        event_key: Set(Some(e.event_key.clone())),
+        correlation_id: Set(Some(e.correlation_id.clone())),
+        payload: Set(e.event.clone()),
+        reason: Set(format!(
+            "no wait registered for correlation id {} within the buffer TTL (received at {} ms, expired at {} ms)",
+            e.correlation_id, e.received_at, e.expires_at
+        )),
+        quarantined_at: Set(now.as_millis()),
+        ..Default::default()
+    });
+    quarantined_events::Entity::insert_many(rows)
+        .exec_without_returning(&tx)
+        .await
+        .map_err(db_err)?;
+    let result = early_events::Entity::update_many()
+        .col_expr(
+            early_events::Column::Status,
+            Expr::value(BufferStatus::Expired.as_str()),
+        )
+        .col_expr(
+            early_events::Column::ResolvedAt,
+            Expr::value(now.as_millis()),
+        )
+        .filter(early_events::Column::Id.is_in(expired.iter().map(|e| e.id)))
+        .exec(&tx)
+        .await
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(result.rows_affected)
+}

@@ -1,0 +1,106 @@
+//! Events around the waits rather than in them: the quarantine (`quarantined_events`, events
+//! set aside with a reason) and the Kafka topics registered waits listen on (`kafka_topics`).
+
+use rendezvous_domain::{FieldPath, Timestamp};
+use rendezvous_ports::{Quarantined, StoreError, TopicFields};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder, QuerySelect};
+
+use crate::entities::{kafka_topics, quarantined_events};
+use crate::rows::db_err;
+
+/// Sets an event aside with its reason.
+pub(super) async fn quarantine(
+    conn: &impl ConnectionTrait,
+    event: &Quarantined,
+) -> Result<(), StoreError> {
+    quarantined_events::Entity::insert(quarantined_events::ActiveModel {
+        origin: Set(event.origin.clone()),
+        event_key: Set(event.event_key.clone()),
+        correlation_id: Set(event.correlation_id.clone()),
+        payload: Set(event.payload.clone()),
+        reason: Set(event.reason.clone()),
+        quarantined_at: Set(event.at.as_millis()),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The most recently quarantined events, newest first.
+pub(super) async fn quarantined(
+    conn: &impl ConnectionTrait,
+    limit: u32,
+) -> Result<Vec<Quarantined>, StoreError> {
+    let rows = quarantined_events::Entity::find()
+        .order_by_desc(quarantined_events::Column::Id)
+        .limit(u64::from(limit))
+        .all(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Quarantined {
+            origin: row.origin,
+            event_key: row.event_key,
+            correlation_id: row.correlation_id,
+            payload: row.payload,
+            reason: row.reason,
+            at: Timestamp::from_millis(row.quarantined_at),
+        })
+        .collect())
+}
+
+/// Records a topic a wait listens on, with its id fields (once).
+pub(super) async fn remember_topic(
+    conn: &impl ConnectionTrait,
+    topic: &TopicFields,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    kafka_topics::Entity::insert(kafka_topics::ActiveModel {
+        topic: Set(topic.topic.clone()),
+        correlation_field: Set(topic.correlation_field.to_string()),
+        execution_field: Set(topic.execution_field.to_string()),
+        first_seen_at: Set(now.as_millis()),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            kafka_topics::Column::Topic,
+            kafka_topics::Column::CorrelationField,
+            kafka_topics::Column::ExecutionField,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Every topic registered waits listen on, with its id fields.
+pub(super) async fn kafka_topics(
+    conn: &impl ConnectionTrait,
+) -> Result<Vec<TopicFields>, StoreError> {
+    let rows = kafka_topics::Entity::find()
+        .order_by_asc(kafka_topics::Column::Topic)
+        .all(conn)
+        .await
+        .map_err(db_err)?;
+    rows.into_iter()
+        .map(|row| {
+            let path = |raw: String| {
+                FieldPath::parse(raw).map_err(|e| {
+                    StoreError::Other(format!("corrupt field path in kafka_topics: {e}"))
+                })
+            };
+            Ok(TopicFields {
+                correlation_field: path(row.correlation_field)?,
+                execution_field: path(row.execution_field)?,
+                topic: row.topic,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,181 @@
+//! The SQL implementation of the store port, on PostgreSQL and SQLite through SeaORM:
+//! [`SqlStore`], whose methods hand each request to the module of its concern — waits, the
+//! early-event buffer, the inbox, the API-call outbox, the resume outbox, Kafka topics and
+//! quarantine — and, on PostgreSQL, to the group commit of `crate::postgres`.
+
+mod buffer;
+mod calls;
+mod events;
+mod inbox;
+mod resumes;
+mod tx;
+mod waits;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rendezvous_domain::{CorrelationId, TenantId, Timestamp, WaitId};
+use rendezvous_ports::{
+    ApiCallRecord, ChangeOutcome, FreshWait, Page, Quarantined, ResumeRecord, Store, StoreError,
+    StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+};
+use sea_orm::DatabaseConnection;
+
+pub use self::tx::SqlTx;
+pub(crate) use self::tx::correlation_lock_key;
+use crate::postgres::Batchers;
+use crate::signal::SqlResumeSignal;
+
+/// The store on a SeaORM connection (PostgreSQL or SQLite).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    conn: DatabaseConnection,
+    /// Resume leases and acks: on PostgreSQL a pool with asynchronous commit (see
+    /// `Database::connect`); on SQLite the one connection.
+    lease_conn: DatabaseConnection,
+    signal: SqlResumeSignal,
+    /// PostgreSQL only: event changes, lookups and registrations coalesced across concurrent
+    /// requests.
+    batchers: Option<Batchers>,
+}
+
+impl SqlStore {
+    /// Must run inside a Tokio runtime: on PostgreSQL it starts the batching tasks.
+    pub(crate) fn new(
+        conn: DatabaseConnection,
+        lease_conn: DatabaseConnection,
+        signal: SqlResumeSignal,
+    ) -> Self {
+        let batchers = Batchers::for_connection(&conn, &signal);
+        Self {
+            conn,
+            lease_conn,
+            signal,
+            batchers,
+        }
+    }
+
+    /// The connection of resume leases and acks (closed with the database).
+    pub(crate) fn lease_conn(&self) -> DatabaseConnection {
+        self.lease_conn.clone()
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    type Tx = SqlTx;
+
+    async fn begin(&self) -> Result<SqlTx, StoreError> {
+        SqlTx::begin(&self.conn, &self.signal).await
+    }
+
+    /// On PostgreSQL one statement, committed on its own, shared with the changes other
+    /// requests make at the same time (through the batcher): one round trip and one commit for
+    /// many events under load.
+    async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.apply_change(change).await,
+            None => apply_change_in_tx(self, change).await,
+        }
+    }
+
+    /// On PostgreSQL shared with the registrations other requests make at the same time:
+    /// one transaction of two statements for the whole batch.
+    async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.insert_fresh_wait(fresh).await,
+            None => insert_fresh_wait_in_tx(self, fresh).await,
+        }
+    }
+
+    async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError> {
+        waits::get(&self.conn, id).await
+    }
+
+    async fn find_wait(
+        &self,
+        tenant: &TenantId,
+        correlation_id: &CorrelationId,
+    ) -> Result<Option<StoredWait>, StoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.find_wait(tenant, correlation_id).await,
+            None => waits::find(&self.conn, tenant, correlation_id).await,
+        }
+    }
+
+    async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError> {
+        waits::list(&self.conn, query).await
+    }
+
+    async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError> {
+        buffer::expire(&self.conn, now).await
+    }
+
+    async fn kafka_topics(&self) -> Result<Vec<TopicFields>, StoreError> {
+        events::kafka_topics(&self.conn).await
+    }
+
+    async fn quarantine(&self, event: &Quarantined) -> Result<(), StoreError> {
+        events::quarantine(&self.conn, event).await
+    }
+
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+        events::quarantined(&self.conn, limit).await
+    }
+
+    async fn claim_api_calls(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ApiCallRecord>, StoreError> {
+        calls::claim(&self.conn, owner, now, lease, limit).await
+    }
+
+    async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError> {
+        calls::finish(&self.conn, wait_id, now).await
+    }
+
+    async fn retry_api_call(
+        &self,
+        wait_id: WaitId,
+        next_attempt_at: Timestamp,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        calls::retry(&self.conn, wait_id, next_attempt_at, error, now).await
+    }
+
+    async fn fail_api_call(
+        &self,
+        wait_id: WaitId,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        calls::fail(&self.conn, wait_id, error, now).await
+    }
+
+    async fn claim_resumes(
+        &self,
+        owner: &str,
+        tenant: Option<&TenantId>,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ResumeRecord>, StoreError> {
+        resumes::claim(&self.lease_conn, owner, tenant, now, lease, limit).await
+    }
+
+    async fn ack_resumes(
+        &self,
+        resume_ids: &[uuid::Uuid],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        resumes::ack(&self.lease_conn, resume_ids, now).await
+    }
+
+    async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError> {
+        resumes::release(&self.conn, &self.signal, owner).await
+    }
+}
