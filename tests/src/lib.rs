@@ -24,10 +24,10 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
         .map(ToString::to_string)
         .collect();
     let mut env: Vec<(String, String)> = [
-        ("RENDEZVOUS__SWEEPER__INTERVAL_MS", "50"),
-        ("RENDEZVOUS__RESUME__ACK_TIMEOUT_MS", "1500"),
-        ("RENDEZVOUS__RESUME__POLL_INTERVAL_MS", "200"),
-        ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE_MS", "2000"),
+        ("RENDEZVOUS__SWEEPER__INTERVAL", "50ms"),
+        ("RENDEZVOUS__RESUME__ACK_TIMEOUT", "1500ms"),
+        ("RENDEZVOUS__RESUME__POLL_INTERVAL", "200ms"),
+        ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE", "2s"),
         ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
         ("RENDEZVOUS__KAFKA__ENABLED", "false"),
         // The seed configs call https://external-service.com, unreachable here: calls are

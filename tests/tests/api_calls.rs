@@ -19,10 +19,10 @@ async fn app(backend: Backend, env: &[(&str, &str)]) -> Result<(TestDatabase, Te
     let mut all = vec![
         ("RENDEZVOUS__API__ENABLED", "true"),
         ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
-        ("RENDEZVOUS__API__BACKOFF_MS", "50"),
+        ("RENDEZVOUS__API__BACKOFF", "50ms"),
         ("RENDEZVOUS__API__MAX_ATTEMPTS", "3"),
-        ("RENDEZVOUS__API__TIMEOUT_MS", "1000"),
-        ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
+        ("RENDEZVOUS__API__TIMEOUT", "1s"),
+        ("RENDEZVOUS__API__POLL_INTERVAL", "100ms"),
     ];
     all.extend_from_slice(env);
     let app = TestApp::start(&db.url, &all).await?;
@@ -161,7 +161,7 @@ async fn timeouts_and_permanent_failures_fail_the_wait_with_the_reason() -> Resu
         Backend::Sqlite,
         &[
             ("RENDEZVOUS__API__MAX_ATTEMPTS", "2"),
-            ("RENDEZVOUS__API__TIMEOUT_MS", "300"),
+            ("RENDEZVOUS__API__TIMEOUT", "300ms"),
         ],
     )
     .await?;
@@ -211,7 +211,7 @@ async fn the_callback_may_arrive_before_the_http_response() -> Result<()> {
         &[
             ("RENDEZVOUS__API__ENABLED", "true"),
             ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
-            ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
+            ("RENDEZVOUS__API__POLL_INTERVAL", "100ms"),
         ],
     )
     .await?;
@@ -325,10 +325,10 @@ async fn seed_scenarios_end_to_end_through_grpc_kafka_and_the_http_call() -> Res
                 &db.url,
                 &[
                     ("RENDEZVOUS__KAFKA__ENABLED", "true"),
-                    ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL_MS", "200"),
+                    ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL", "200ms"),
                     ("RENDEZVOUS__API__ENABLED", "true"),
                     ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
-                    ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
+                    ("RENDEZVOUS__API__POLL_INTERVAL", "100ms"),
                 ],
             )?;
             let built = rendezvous_app::Application::build(app_config).await?;
@@ -431,7 +431,7 @@ async fn another_instance_makes_a_call_that_was_never_made() -> Result<()> {
         &[
             ("RENDEZVOUS__API__ENABLED", "true"),
             ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
-            ("RENDEZVOUS__API__POLL_INTERVAL_MS", "100"),
+            ("RENDEZVOUS__API__POLL_INTERVAL", "100ms"),
         ],
     )
     .await?;

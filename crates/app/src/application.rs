@@ -4,13 +4,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rendezvous_grpc_api::{GrpcApi, ResumeStreamConfig, v1};
-use rendezvous_http_caller::{CallerConfig, ReqwestCaller};
-use rendezvous_kafka_ingress::{EmbeddedKafka, IngressConfig, KafkaIngress};
-use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
+use rendezvous_grpc_api::{GrpcApi, v1};
+use rendezvous_http_caller::ReqwestCaller;
+use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress};
+use rendezvous_persistence::{Database, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
 use rendezvous_service::{ApiPolicy, ServiceConfig, WaitService};
 use tokio::net::TcpListener;
@@ -56,37 +55,32 @@ impl Application {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         }
-        let database = Database::connect(&DatabaseConfig {
-            url: url.clone(),
-            max_connections: config.database.max_connections,
-            connect_timeout: Config::ms(config.database.connect_timeout_ms),
-            run_migrations: config.database.run_migrations,
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "opening the database {}",
-                rendezvous_persistence::redact(&url)
-            )
-        })?;
+        let database = Database::connect(&config.database_config())
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the database {}",
+                    rendezvous_persistence::redact(&url)
+                )
+            })?;
         let service = Arc::new(WaitService::new(
             database.store(),
             database.signal(),
             SystemClock,
             ServiceConfig {
-                buffer_ttl: Duration::from_secs(config.service.buffer_ttl_secs),
+                buffer_ttl: config.service.buffer_ttl,
                 max_conflict_retries: config.service.max_conflict_retries,
-                max_payload_bytes: config.service.max_payload_bytes,
-                max_config_bytes: config.service.max_config_bytes,
+                max_payload_bytes: config.service.max_payload_bytes.get(),
+                max_config_bytes: config.service.max_config_bytes.get(),
                 api: ApiPolicy {
                     allowed: config.api.allowed.clone(),
                     allow_private_networks: config.api.allow_private_networks,
-                    max_attempts: config.api.max_attempts,
-                    backoff: Config::ms(config.api.backoff_ms),
-                    max_backoff: Config::ms(config.api.max_backoff_ms),
+                    max_attempts: config.api.max_attempts.get(),
+                    backoff: config.api.backoff,
+                    max_backoff: config.api.max_backoff,
                     // An attempt is leased well past its timeout, so a live call is never
                     // taken over; a crashed instance's call is retried after it.
-                    lease: Config::ms(config.api.timeout_ms.saturating_mul(3)),
+                    lease: config.api.timeout.saturating_mul(3),
                 },
             },
         ));
@@ -186,12 +180,7 @@ impl Application {
         let addr = listener.local_addr()?;
         let api = GrpcApi::new(
             service.clone(),
-            ResumeStreamConfig {
-                ack_timeout: Config::ms(config.resume.ack_timeout_ms),
-                default_max_in_flight: config.resume.max_in_flight,
-                poll_interval: Config::ms(config.resume.poll_interval_ms),
-                ..ResumeStreamConfig::default()
-            },
+            config.resume.stream_config(),
             stopped.clone(),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -211,12 +200,7 @@ impl Application {
             .build_v1()
             .context("building the reflection service")?;
         let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
-        let caller = ReqwestCaller::new(CallerConfig {
-            timeout: Config::ms(config.api.timeout_ms),
-            max_response_bytes: config.api.max_response_bytes,
-            allow_private_networks: config.api.allow_private_networks,
-        })
-        .map_err(anyhow::Error::msg)?;
+        let caller = ReqwestCaller::new(config.api.caller_config()).map_err(anyhow::Error::msg)?;
         let dispatcher = config.api.enabled.then(|| {
             tokio::spawn(dispatch_calls(
                 service.clone(),
@@ -226,26 +210,7 @@ impl Application {
             ))
         });
         let ingress = config.kafka.enabled.then(|| {
-            let k = &config.kafka;
-            let mut ingress_config = IngressConfig::new(&k.brokers, &k.group_id);
-            ingress_config.topics = k.topics.clone();
-            ingress_config.follow_waits = k.follow_waits;
-            ingress_config.refresh_interval = Config::ms(k.refresh_interval_ms);
-            ingress_config.event_id_field = k.event_id_field.clone();
-            ingress_config.tenant_header = k.tenant_header.clone();
-            ingress_config.max_batch = k.max_batch;
-            ingress_config.auto_offset_reset = k.auto_offset_reset.clone();
-            if !k.group_instance_id.is_empty() {
-                ingress_config
-                    .properties
-                    .insert("group.instance.id".into(), k.group_instance_id.clone());
-            }
-            if embedded_kafka.is_some() {
-                // The mock cluster creates topics on first use; a wait may name one first.
-                ingress_config
-                    .properties
-                    .insert("allow.auto.create.topics".into(), "true".into());
-            }
+            let ingress_config = config.kafka.ingress_config(embedded_kafka.is_some());
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
@@ -260,7 +225,7 @@ impl Application {
                 })
             },
         );
-        let grace = Config::ms(config.server.shutdown_grace_ms);
+        let grace = config.server.shutdown_grace;
         let mut stopped_for_grace = stopped.clone();
         let server = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::request_span)
@@ -276,7 +241,7 @@ impl Application {
                 let _ = stopped_for_grace.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
             } => {
-                tracing::warn!(grace_ms = config.server.shutdown_grace_ms, "in-flight requests did not finish in time");
+                tracing::warn!(?grace, "in-flight requests did not finish in time");
                 Ok(())
             }
         };
@@ -306,10 +271,10 @@ async fn dispatch_calls(
     mut stopped: watch::Receiver<bool>,
 ) {
     let owner = format!("dispatcher-{}", uuid::Uuid::new_v4());
-    let interval = Config::ms(config.api.poll_interval_ms);
+    let interval = config.api.poll_interval;
     loop {
         let made = match service
-            .dispatch_api_calls(&caller, &owner, config.api.concurrency)
+            .dispatch_api_calls(&caller, &owner, config.api.concurrency.get())
             .await
         {
             Ok(n) => n,
@@ -331,11 +296,12 @@ async fn dispatch_calls(
 
 /// Times out due waits and expires unclaimed buffered events, until shutdown.
 async fn sweep(service: Arc<Service>, config: Config, mut stopped: watch::Receiver<bool>) {
-    let interval = Config::ms(config.sweeper.interval_ms);
+    let interval = config.sweeper.interval;
+    let batch = config.sweeper.batch.get();
     loop {
         loop {
-            match service.expire_due(config.sweeper.batch).await {
-                Ok(n) if n == config.sweeper.batch as usize => continue,
+            match service.expire_due(batch).await {
+                Ok(n) if n == batch as usize => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "sweep failed; retrying");

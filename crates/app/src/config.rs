@@ -1,16 +1,34 @@
-//! The typed configuration: built-in defaults → optional file → `RENDEZVOUS__SECTION__KEY`
-//! environment → command-line flags, validated once at start-up.
+//! The typed configuration: built-in defaults (the `Default` impls below, the only place they
+//! are written) → optional TOML file → `RENDEZVOUS__SECTION__KEY` environment → command-line
+//! flags, checked while it is read and validated once at start-up. Each section also builds
+//! the config of the adapter it feeds (`KafkaSection::ingress_config`, ...).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod duration;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use rendezvous_grpc_api::ResumeStreamConfig;
+use rendezvous_http_caller::CallerConfig;
+use rendezvous_kafka_ingress::IngressConfig;
+use rendezvous_persistence::DatabaseConfig;
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Everything the binary can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The prefix of the environment variables read: `RENDEZVOUS__SECTION__KEY`.
+pub const ENV_PREFIX: &str = "RENDEZVOUS__";
+
+/// The prefix of the environment variables that set librdkafka properties:
+/// `RENDEZVOUS__KAFKA__PROPERTIES__SASL_PASSWORD` sets `sasl.password` (the rest of the name,
+/// lowercased, with `_` read as `.`).
+pub const ENV_KAFKA_PROPERTIES: &str = "RENDEZVOUS__KAFKA__PROPERTIES__";
+
+/// Everything the binary can be told. A setting left out anywhere keeps its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where local state lives (the SQLite file of the embedded default).
     pub data_dir: PathBuf,
@@ -24,7 +42,7 @@ pub struct Config {
     pub resume: ResumeSection,
     /// The timeout sweeper.
     pub sweeper: SweeperSection,
-    /// Logs.
+    /// Logs and traces.
     pub telemetry: TelemetrySection,
     /// The Kafka ingress.
     pub kafka: KafkaSection,
@@ -32,36 +50,233 @@ pub struct Config {
     pub api: ApiSection,
 }
 
-/// `[api]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSection {
-    /// Make the API calls. Off: calls are still recorded with their waits and are made once an
-    /// instance with calls enabled runs.
-    pub enabled: bool,
-    /// URL prefixes or host names API calls may go to. Empty: any public host.
-    pub allowed: Vec<String>,
-    /// Allow loopback and private addresses (off: SSRF protection).
-    pub allow_private_networks: bool,
-    /// Timeout of one HTTP attempt.
-    pub timeout_ms: u64,
-    /// Attempts before the wait fails.
-    pub max_attempts: u32,
-    /// First retry delay (doubles per attempt).
-    pub backoff_ms: u64,
-    /// Longest retry delay.
-    pub max_backoff_ms: u64,
-    /// The largest response body read.
-    pub max_response_bytes: usize,
-    /// How often due calls are looked for when no registration wakes the dispatcher.
-    pub poll_interval_ms: u64,
-    /// Calls made at once per instance.
-    pub concurrency: u32,
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            server: ServerConfig::default(),
+            database: DatabaseSection::default(),
+            service: ServiceSection::default(),
+            resume: ResumeSection::default(),
+            sweeper: SweeperSection::default(),
+            telemetry: TelemetrySection::default(),
+            kafka: KafkaSection::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: SocketAddr,
+    /// How long graceful shutdown waits for in-flight requests.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50151)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgres://user@host/db` or `sqlite://path?mode=rwc`. Empty: SQLite under `data_dir`.
+    #[serde(deserialize_with = "database_url")]
+    pub url: String,
+    /// Pool size (PostgreSQL).
+    pub max_connections: NonZeroU32,
+    /// Apply migrations at start-up.
+    pub run_migrations: bool,
+    /// Connect timeout.
+    #[serde(with = "duration::positive")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: const { NonZeroU32::new(16).unwrap() },
+            run_migrations: true,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[service]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSection {
+    /// How long events for unknown correlation ids are kept for a wait to register.
+    #[serde(with = "duration::positive")]
+    pub buffer_ttl: Duration,
+    /// The largest event payload, in bytes.
+    pub max_payload_bytes: NonZeroUsize,
+    /// The largest node config, in bytes.
+    pub max_config_bytes: NonZeroUsize,
+    /// Optimistic-lock conflicts one request may meet before giving up (0: give up at once).
+    pub max_conflict_retries: u32,
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        Self {
+            buffer_ttl: Duration::from_secs(3600),
+            max_payload_bytes: const { NonZeroUsize::new(1024 * 1024).unwrap() },
+            max_config_bytes: const { NonZeroUsize::new(256 * 1024).unwrap() },
+            max_conflict_retries: 32,
+        }
+    }
+}
+
+/// `[resume]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResumeSection {
+    /// Unacknowledged resumes are delivered again after this long.
+    #[serde(with = "duration::positive")]
+    pub ack_timeout: Duration,
+    /// Unacknowledged resumes per stream when the subscriber asks for none.
+    pub max_in_flight: NonZeroU32,
+    /// Fallback polling when no wake-up arrives.
+    #[serde(with = "duration::positive")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ResumeSection {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(30),
+            max_in_flight: const { NonZeroU32::new(64).unwrap() },
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ResumeSection {
+    /// The config of one engine's resume stream.
+    pub fn stream_config(&self) -> ResumeStreamConfig {
+        ResumeStreamConfig {
+            ack_timeout: self.ack_timeout,
+            default_max_in_flight: self.max_in_flight.get(),
+            poll_interval: self.poll_interval,
+            ..ResumeStreamConfig::default()
+        }
+    }
+}
+
+/// `[sweeper]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SweeperSection {
+    /// How often due waits are looked for.
+    #[serde(with = "duration::positive")]
+    pub interval: Duration,
+    /// How many due waits one sweep transaction takes.
+    pub batch: NonZeroU32,
+}
+
+impl Default for SweeperSection {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(250),
+            batch: const { NonZeroU32::new(256).unwrap() },
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("expected \"human\" or \"json\", found {name:?}")),
+        }
+    }
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `rendezvous=debug,info`. `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// OTLP/gRPC collector for trace export, e.g. `http://127.0.0.1:4317`. Empty: off.
+    #[serde(deserialize_with = "otlp_endpoint")]
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+/// Where a consumer group starts on a partition it has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum OffsetReset {
+    /// The oldest record kept: nothing published before the subscription is missed.
+    Earliest,
+    /// Only records published from now on.
+    Latest,
+}
+
+impl TryFrom<String> for OffsetReset {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            _ => Err(format!(
+                "expected \"earliest\" or \"latest\", found {name:?}"
+            )),
+        }
+    }
+}
+
+impl OffsetReset {
+    /// librdkafka's name for it (`auto.offset.reset`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
 }
 
 /// `[kafka]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaSection {
     /// Run the Kafka ingress.
     pub enabled: bool,
@@ -74,219 +289,152 @@ pub struct KafkaSection {
     /// Also consume every topic a registered wait listens on.
     pub follow_waits: bool,
     /// How often the topics of registered waits are re-read.
-    pub refresh_interval_ms: u64,
+    #[serde(with = "duration::positive")]
+    pub refresh_interval: Duration,
     /// Header or JSON field with an event's identity (else topic/partition/offset).
     pub event_id_field: String,
     /// Header with an event's tenant (else the default tenant).
     pub tenant_header: String,
     /// Most records per processing batch.
-    pub max_batch: usize,
-    /// Where the group starts on a topic it has no offset for: `earliest` or `latest`.
-    pub auto_offset_reset: String,
+    pub max_batch: NonZeroUsize,
+    /// Where the group starts on a topic it has no offset for.
+    pub auto_offset_reset: OffsetReset,
     /// Static group membership: a stable id per instance (e.g. the pod name). A restarted
     /// instance with the same id gets its partitions back at once instead of after the
     /// session timeout. Empty: dynamic membership.
     pub group_instance_id: String,
+    /// librdkafka properties passed as they are (`security.protocol`, `sasl.*`, `ssl.*`,
+    /// tuning). Those the settings above own are refused.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub properties: BTreeMap<String, String>,
 }
 
-/// `[server]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address to listen on; port 0 picks a free port (printed at start-up).
-    pub listen: SocketAddr,
-    /// How long graceful shutdown waits for in-flight requests.
-    pub shutdown_grace_ms: u64,
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            brokers: String::new(),
+            group_id: "rendezvous".to_owned(),
+            topics: Vec::new(),
+            follow_waits: true,
+            refresh_interval: Duration::from_secs(1),
+            event_id_field: "event_id".to_owned(),
+            tenant_header: "tenant_id".to_owned(),
+            max_batch: const { NonZeroUsize::new(500).unwrap() },
+            auto_offset_reset: OffsetReset::Earliest,
+            group_instance_id: String::new(),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
-/// `[database]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSection {
-    /// `postgres://user@host/db` or `sqlite://path?mode=rwc`. Empty: SQLite under `data_dir`.
-    pub url: String,
-    /// Pool size (PostgreSQL).
-    pub max_connections: u32,
-    /// Apply migrations at start-up.
-    pub run_migrations: bool,
-    /// Connect timeout.
-    pub connect_timeout_ms: u64,
+impl KafkaSection {
+    /// The ingress's config: this section, with `properties` handed to librdkafka. `embedded`:
+    /// the brokers are the in-process mock cluster, which creates topics on first use (a wait
+    /// may name a topic before anything is published to it).
+    pub fn ingress_config(&self, embedded: bool) -> IngressConfig {
+        let mut ingress = IngressConfig::new(&self.brokers, &self.group_id);
+        ingress.topics = self.topics.clone();
+        ingress.follow_waits = self.follow_waits;
+        ingress.refresh_interval = self.refresh_interval;
+        ingress.event_id_field = self.event_id_field.clone();
+        ingress.tenant_header = self.tenant_header.clone();
+        ingress.max_batch = self.max_batch.get();
+        ingress.auto_offset_reset = self.auto_offset_reset.as_str().to_owned();
+        ingress.properties = self.properties.clone();
+        if !self.group_instance_id.is_empty() {
+            ingress
+                .properties
+                .insert("group.instance.id".into(), self.group_instance_id.clone());
+        }
+        if embedded {
+            ingress
+                .properties
+                .entry("allow.auto.create.topics".into())
+                .or_insert_with(|| "true".into());
+        }
+        ingress
+    }
 }
 
-/// `[service]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSection {
-    /// How long events for unknown correlation ids are kept for a wait to register.
-    pub buffer_ttl_secs: u64,
-    /// The largest event payload, in bytes.
-    pub max_payload_bytes: usize,
-    /// The largest node config, in bytes.
-    pub max_config_bytes: usize,
-    /// Optimistic-lock conflicts one request may meet before giving up.
-    pub max_conflict_retries: u32,
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Make the API calls. Off: calls are still recorded with their waits and are made once an
+    /// instance with calls enabled runs.
+    pub enabled: bool,
+    /// URL prefixes or host names API calls may go to. Empty: any public host.
+    pub allowed: Vec<String>,
+    /// Allow loopback and private addresses (off: SSRF protection).
+    pub allow_private_networks: bool,
+    /// Timeout of one HTTP attempt.
+    #[serde(with = "duration::positive")]
+    pub timeout: Duration,
+    /// Attempts before the wait fails.
+    pub max_attempts: NonZeroU32,
+    /// First retry delay (doubles per attempt).
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+    /// Longest retry delay.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// The largest response body read.
+    pub max_response_bytes: NonZeroUsize,
+    /// How often due calls are looked for when no registration wakes the dispatcher.
+    #[serde(with = "duration::positive")]
+    pub poll_interval: Duration,
+    /// Calls made at once per instance.
+    pub concurrency: NonZeroU32,
 }
 
-/// `[resume]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResumeSection {
-    /// Unacknowledged resumes are delivered again after this long.
-    pub ack_timeout_ms: u64,
-    /// Unacknowledged resumes per stream when the subscriber asks for none.
-    pub max_in_flight: u32,
-    /// Fallback polling when no wake-up arrives.
-    pub poll_interval_ms: u64,
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed: Vec::new(),
+            allow_private_networks: false,
+            timeout: Duration::from_secs(10),
+            max_attempts: const { NonZeroU32::new(8).unwrap() },
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_response_bytes: const { NonZeroUsize::new(1024 * 1024).unwrap() },
+            poll_interval: Duration::from_secs(1),
+            concurrency: const { NonZeroU32::new(32).unwrap() },
+        }
+    }
 }
 
-/// `[sweeper]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SweeperSection {
-    /// How often due waits are looked for.
-    pub interval_ms: u64,
-    /// How many due waits one sweep transaction takes.
-    pub batch: u32,
-}
-
-/// `[telemetry]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySection {
-    /// `human` or `json`.
-    pub log_format: String,
-    /// A tracing filter, e.g. `info` or `rendezvous=debug,info`. `RUST_LOG` wins when set.
-    pub log_level: String,
-    /// OTLP/gRPC collector for trace export, e.g. `http://127.0.0.1:4317`. Empty: off.
-    pub otlp_endpoint: String,
-}
-
-/// The built-in defaults, as a TOML document (also the reference for `deploy/rendezvous.toml`).
-pub const DEFAULTS: &str = r#"
-data_dir = "data"
-
-[server]
-listen = "127.0.0.1:50151"
-shutdown_grace_ms = 10000
-
-[database]
-url = ""
-max_connections = 16
-run_migrations = true
-connect_timeout_ms = 10000
-
-[service]
-buffer_ttl_secs = 3600
-max_payload_bytes = 1048576
-max_config_bytes = 262144
-max_conflict_retries = 32
-
-[resume]
-ack_timeout_ms = 30000
-max_in_flight = 64
-poll_interval_ms = 1000
-
-[sweeper]
-interval_ms = 250
-batch = 256
-
-[telemetry]
-log_format = "human"
-log_level = "info"
-otlp_endpoint = ""
-
-[kafka]
-enabled = true
-brokers = ""
-group_id = "rendezvous"
-topics = []
-follow_waits = true
-refresh_interval_ms = 1000
-event_id_field = "event_id"
-tenant_header = "tenant_id"
-max_batch = 500
-auto_offset_reset = "earliest"
-group_instance_id = ""
-
-[api]
-enabled = true
-allowed = []
-allow_private_networks = false
-timeout_ms = 10000
-max_attempts = 8
-backoff_ms = 1000
-max_backoff_ms = 60000
-max_response_bytes = 1048576
-poll_interval_ms = 1000
-concurrency = 32
-"#;
-
-const USAGE: &str = "usage: rendezvous [--config FILE] [--listen ADDR] [--database-url URL] [--data-dir DIR] [--log-format human|json]
-
-Runs the Rendezvous service. With no configuration it listens on 127.0.0.1:50151 and keeps its
-state in SQLite under ./data. Settings come from built-in defaults, then the --config file (TOML),
-then RENDEZVOUS__SECTION__KEY environment variables (e.g. RENDEZVOUS__DATABASE__URL), then flags.";
-
-/// What the command line asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Run with this configuration.
-    Run(Box<Config>),
-    /// Print this text and exit successfully.
-    Print(String),
+impl ApiSection {
+    /// The HTTP caller's config.
+    pub fn caller_config(&self) -> CallerConfig {
+        CallerConfig {
+            timeout: self.timeout,
+            max_response_bytes: self.max_response_bytes.get(),
+            allow_private_networks: self.allow_private_networks,
+        }
+    }
 }
 
 impl Config {
-    /// Loads the configuration from the command line (without the program name) and the
-    /// environment.
-    pub fn from_args(args: &[String]) -> Result<Command> {
-        Self::load(args, std::env::vars())
-    }
-
-    /// Loads from explicit arguments and environment variables (testable).
-    pub fn load(
-        args: &[String],
+    /// Reads the defaults, then `file` (TOML, when given), then the `RENDEZVOUS__...` variables
+    /// of `env`, checking each setting. Command-line flags go on top of this (see
+    /// [`crate::cli`]); [`Config::validate`] comes last.
+    pub fn read(
+        file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Command> {
-        let mut file = None;
-        let mut overrides: Vec<(&str, String)> = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = |name: &str| -> Result<String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-            };
-            match flag {
-                "-h" | "--help" => return Ok(Command::Print(USAGE.to_owned())),
-                "-V" | "--version" => {
-                    return Ok(Command::Print(format!("rendezvous {}", crate::VERSION)));
-                }
-                "--config" => file = Some(value("--config")?),
-                "--listen" => overrides.push(("server.listen", value("--listen")?)),
-                "--database-url" => overrides.push(("database.url", value("--database-url")?)),
-                "--data-dir" => overrides.push(("data_dir", value("--data-dir")?)),
-                "--log-format" => overrides.push(("telemetry.log_format", value("--log-format")?)),
-                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+    ) -> Result<Self> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
             }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if let Some(path) = &file {
-            if !std::path::Path::new(path).is_file() {
-                bail!("config file {path:?} does not exist");
-            }
-            builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
-        }
-        let env: std::collections::HashMap<String, String> = env
+        let (properties, settings): (Vec<_>, Vec<_>) = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("RENDEZVOUS__"))
-            .collect();
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .partition(|(k, _)| k.starts_with(ENV_KAFKA_PROPERTIES));
         builder = builder.add_source(
             config::Environment::with_prefix("RENDEZVOUS")
                 .prefix_separator("__")
@@ -295,84 +443,38 @@ impl Config {
                 .list_separator(",")
                 .with_list_parse_key("kafka.topics")
                 .with_list_parse_key("api.allowed")
-                .source(Some(env)),
+                .source(Some(settings.into_iter().collect())),
         );
-        for (key, value) in overrides {
-            builder = builder.set_override(key, value)?;
+        if !properties.is_empty() {
+            // Set as one table: a librdkafka name's dots are part of the name, not a path.
+            let origin = "the environment".to_owned();
+            let table: config::Map<String, config::Value> = properties
+                .into_iter()
+                .map(|(k, v)| {
+                    let name = k[ENV_KAFKA_PROPERTIES.len()..]
+                        .to_lowercase()
+                        .replace('_', ".");
+                    (name, config::Value::new(Some(&origin), v))
+                })
+                .collect();
+            builder = builder.set_override("kafka.properties", table)?;
         }
-        let config: Config = builder
+        let config: Self = builder
             .build()
             .context("reading configuration")?
             .try_deserialize()
             .context("invalid configuration")?;
-        config.validate()?;
-        Ok(Command::Run(Box::new(config)))
+        Ok(config)
     }
 
-    /// Checks what types alone cannot.
+    /// Checks the rules that span several settings (each setting's own rules are checked
+    /// while it is read).
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
-        if !matches!(self.telemetry.log_format.as_str(), "human" | "json") {
-            problems.push(format!(
-                "telemetry.log_format: expected \"human\" or \"json\", found {:?}",
-                self.telemetry.log_format
-            ));
-        }
-        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
-            problems.push(format!(
-                "kafka.auto_offset_reset: expected \"earliest\" or \"latest\", found {:?}",
-                self.kafka.auto_offset_reset
-            ));
-        }
         if self.kafka.enabled && self.kafka.group_id.is_empty() {
-            problems
-                .push("kafka.group_id: required (an explicit, stable consumer group)".to_owned());
-        }
-        let otlp = &self.telemetry.otlp_endpoint;
-        if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
-            problems.push(format!("telemetry.otlp_endpoint: expected http://host:port or https://host:port, found {otlp:?}"));
-        }
-        let url = &self.database.url;
-        if !(url.is_empty()
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
-        {
-            problems.push(format!(
-                "database.url: expected postgres://..., postgresql://... or sqlite:..., found {:?}",
-                rendezvous_persistence::redact(url)
-            ));
-        }
-        for (name, value) in [
-            (
-                "database.max_connections",
-                u64::from(self.database.max_connections),
-            ),
-            ("resume.ack_timeout_ms", self.resume.ack_timeout_ms),
-            ("resume.max_in_flight", u64::from(self.resume.max_in_flight)),
-            ("resume.poll_interval_ms", self.resume.poll_interval_ms),
-            ("sweeper.interval_ms", self.sweeper.interval_ms),
-            ("sweeper.batch", u64::from(self.sweeper.batch)),
-            ("kafka.refresh_interval_ms", self.kafka.refresh_interval_ms),
-            ("kafka.max_batch", self.kafka.max_batch as u64),
-            ("api.timeout_ms", self.api.timeout_ms),
-            ("api.max_attempts", u64::from(self.api.max_attempts)),
-            ("api.max_response_bytes", self.api.max_response_bytes as u64),
-            ("api.poll_interval_ms", self.api.poll_interval_ms),
-            ("api.concurrency", u64::from(self.api.concurrency)),
-            ("service.buffer_ttl_secs", self.service.buffer_ttl_secs),
-            (
-                "service.max_payload_bytes",
-                self.service.max_payload_bytes as u64,
-            ),
-            (
-                "service.max_config_bytes",
-                self.service.max_config_bytes as u64,
-            ),
-        ] {
-            if value == 0 {
-                problems.push(format!("{name}: must be greater than 0"));
-            }
+            problems.push(
+                "kafka.group_id: required while kafka.enabled (an explicit, stable consumer group)",
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -393,124 +495,81 @@ impl Config {
         }
     }
 
-    /// `ms` as a duration.
-    pub(crate) fn ms(ms: u64) -> Duration {
-        Duration::from_millis(ms)
+    /// The database adapter's config.
+    pub fn database_config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.database_url(),
+            max_connections: self.database.max_connections.get(),
+            connect_timeout: self.database.connect_timeout,
+            run_migrations: self.database.run_migrations,
+        }
     }
+}
+
+/// Checks a `database.url`: empty, or a PostgreSQL or SQLite URL. The error shows the URL
+/// without its password.
+pub(crate) fn check_database_url(url: &str) -> Result<(), String> {
+    let known = ["postgres://", "postgresql://", "sqlite:"];
+    if url.is_empty() || known.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected postgres://..., postgresql://... or sqlite:..., found {:?}",
+            rendezvous_persistence::redact(url)
+        ))
+    }
+}
+
+/// `database.url`, checked by [`check_database_url`].
+fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    check_database_url(&url).map_err(serde::de::Error::custom)?;
+    Ok(url)
+}
+
+/// `telemetry.otlp_endpoint`: empty, or an `http(s)://` address.
+fn otlp_endpoint<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected http://host:port or https://host:port, found {url:?}"
+        )))
+    }
+}
+
+/// librdkafka properties the ingress sets itself, and why they cannot be given.
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    ("group.instance.id", "set kafka.group_instance_id instead"),
+    ("auto.offset.reset", "set kafka.auto_offset_reset instead"),
+    (
+        "enable.auto.commit",
+        "the ingress commits an offset only once its event is stored",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the ingress commits an offset only once its event is stored",
+    ),
+];
+
+/// `kafka.properties`: any librdkafka property but those the ingress owns.
+fn librdkafka_properties<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let properties = BTreeMap::<String, String>::deserialize(deserializer)?;
+    for (name, why) in OWNED_PROPERTIES {
+        if properties.contains_key(*name) {
+            return Err(serde::de::Error::custom(format!(
+                "{name:?} cannot be set here: {why}"
+            )));
+        }
+    }
+    Ok(properties)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        match Config::load(&args, env)? {
-            Command::Run(config) => Ok(*config),
-            Command::Print(text) => bail!("printed {text}"),
-        }
-    }
-
-    #[test]
-    fn defaults_need_no_setup() {
-        let config = run(&[], &[]).unwrap();
-        assert_eq!(config.server.listen.to_string(), "127.0.0.1:50151");
-        assert_eq!(
-            config.database_url(),
-            "sqlite://data/rendezvous.sqlite?mode=rwc"
-        );
-    }
-
-    #[test]
-    fn layers_file_env_and_flags_in_order() {
-        let dir = std::env::temp_dir().join(format!("rdv-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
-        std::fs::write(
-            &file,
-            "[server]\nlisten = \"127.0.0.1:1\"\n[resume]\nack_timeout_ms = 5\n",
-        )
-        .unwrap();
-        let file = file.to_str().unwrap();
-        let config = run(
-            &["--config", file],
-            &[("RENDEZVOUS__SERVER__LISTEN", "127.0.0.1:2")],
-        )
-        .unwrap();
-        assert_eq!(config.server.listen.port(), 2, "environment beats the file");
-        assert_eq!(
-            config.resume.ack_timeout_ms, 5,
-            "the file beats the defaults"
-        );
-        let config = run(
-            &["--config", file, "--listen=127.0.0.1:3"],
-            &[("RENDEZVOUS__SERVER__LISTEN", "127.0.0.1:2")],
-        )
-        .unwrap();
-        assert_eq!(config.server.listen.port(), 3, "flags beat everything");
-        let config = run(
-            &[],
-            &[("RENDEZVOUS__DATABASE__URL", "postgres://u:secret@h/db")],
-        )
-        .unwrap();
-        assert_eq!(config.database_url(), "postgres://u:secret@h/db");
-    }
-
-    #[test]
-    fn the_documented_example_file_is_the_defaults() {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rendezvous.toml");
-        assert_eq!(
-            run(&["--config", example], &[]).unwrap(),
-            run(&[], &[]).unwrap()
-        );
-    }
-
-    #[test]
-    fn kafka_topics_from_the_environment() {
-        let config = run(
-            &[],
-            &[
-                ("RENDEZVOUS__KAFKA__TOPICS", "a.events,b.events"),
-                ("RENDEZVOUS__KAFKA__BROKERS", "k1:9092"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(config.kafka.topics, ["a.events", "b.events"]);
-        assert_eq!(config.kafka.brokers, "k1:9092");
-        let err = format!(
-            "{:#}",
-            run(&[], &[("RENDEZVOUS__KAFKA__AUTO_OFFSET_RESET", "middle")]).unwrap_err()
-        );
-        assert!(err.contains("kafka.auto_offset_reset"), "{err}");
-    }
-
-    #[test]
-    fn errors_name_what_is_wrong() {
-        let err = run(&["--log-format", "xml"], &[]).unwrap_err().to_string();
-        assert!(err.contains("telemetry.log_format"), "{err}");
-        let err = format!(
-            "{:#}",
-            run(&[], &[("RENDEZVOUS__SERVER__LISTEN", "nowhere")]).unwrap_err()
-        );
-        assert!(err.contains("listen"), "{err}");
-        let err = run(&["--database-url", "mysql://x:pw@h/d"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("database.url") && !err.contains("pw"), "{err}");
-        let err = run(&["--bogus"], &[]).unwrap_err().to_string();
-        assert!(err.contains("unknown argument \"--bogus\""), "{err}");
-        let err = run(&["--config", "/nonexistent.toml"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("does not exist"), "{err}");
-        let err = format!(
-            "{:#}",
-            run(&[], &[("RENDEZVOUS__SWEEPER__BATCH", "0")]).unwrap_err()
-        );
-        assert!(
-            err.contains("sweeper.batch: must be greater than 0"),
-            "{err}"
-        );
-    }
-}
+mod tests;

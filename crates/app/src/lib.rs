@@ -3,11 +3,13 @@
 //! exit code. Tests start the same application on port 0 with [`Application::spawn`].
 
 mod application;
+pub mod cli;
 pub mod config;
 pub mod telemetry;
 
 pub use application::{Application, Running, Service};
-pub use config::{Command, Config};
+pub use cli::Command;
+pub use config::Config;
 
 /// The version printed by `rendezvous --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

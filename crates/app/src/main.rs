@@ -1,22 +1,27 @@
-//! The `rendezvous` binary: a thin entry point over `rendezvous_app`.
+//! The `rendezvous` binary: a thin entry point over `rendezvous_app`. Exit codes: 0 done (or
+//! `--help` / `--version`), 1 failed while running, 2 a bad command line or configuration.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use rendezvous_app::{Application, Command, Config, telemetry};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match Config::from_args(&args) {
-        Ok(Command::Run(config)) => *config,
+    match Config::from_args() {
+        Ok(Command::Run(config)) => serve(*config),
         Ok(Command::Print(text)) => {
-            eprintln!("{text}");
-            return ExitCode::SUCCESS;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("rendezvous: {e:#}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
+    }
+}
+
+/// `rendezvous serve`: telemetry, the application, until SIGINT or SIGTERM.
+fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

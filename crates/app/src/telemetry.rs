@@ -13,7 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::TelemetrySection;
+use crate::config::{LogFormat, TelemetrySection};
 
 /// Keeps the trace exporter alive; dropping it flushes pending spans.
 #[derive(Debug, Default)]
@@ -37,10 +37,9 @@ pub fn init(config: &TelemetrySection) -> Result<TelemetryGuard> {
     let filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_level))?;
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = if config.log_format == "json" {
-        fmt.json().flatten_event(true).boxed()
-    } else {
-        fmt.boxed()
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Human => fmt.boxed(),
     };
     let (otel, provider) = if config.otlp_endpoint.is_empty() {
         (None, None)

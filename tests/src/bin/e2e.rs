@@ -726,9 +726,9 @@ async fn run() -> Result<bool> {
         [
             ("RENDEZVOUS__DATABASE__URL", database_url.as_str()),
             ("RENDEZVOUS__KAFKA__BROKERS", bootstrap.as_str()),
-            ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL_MS", "500"),
+            ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL", "500ms"),
             ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
-            ("RENDEZVOUS__RESUME__ACK_TIMEOUT_MS", "5000"),
+            ("RENDEZVOUS__RESUME__ACK_TIMEOUT", "5s"),
             ("RENDEZVOUS__TELEMETRY__LOG_FORMAT", "json"),
         ]
         .iter()

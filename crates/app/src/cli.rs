@@ -1,0 +1,134 @@
+//! The command line (clap): `rendezvous [serve] [flags]`. `serve` is the default command, so
+//! `rendezvous --listen ...` and `rendezvous serve --listen ...` mean the same; operator
+//! commands go beside it in [`CliCommand`]. Flags are the last layer of the configuration.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, check_database_url};
+
+const ABOUT: &str = "Rendezvous: waits on several events (API responses, Kafka records) and \
+resumes a workflow engine once they arrived.";
+
+const LONG_ABOUT: &str = "Rendezvous: waits on several events (API responses, Kafka records) \
+and resumes a workflow engine once they arrived.
+
+With no configuration it listens on 127.0.0.1:50151, keeps its state in SQLite under ./data and \
+starts an embedded Kafka. Settings come from built-in defaults, then the --config file (TOML; \
+deploy/rendezvous.toml lists every setting), then RENDEZVOUS__SECTION__KEY environment variables \
+(e.g. RENDEZVOUS__DATABASE__URL, RENDEZVOUS__RESUME__ACK_TIMEOUT=30s), then flags.";
+
+/// The parsed command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rendezvous",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// The command; none is `serve`.
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    /// `serve`'s flags, given without the word `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the service (the default command).
+    Serve(ServeArgs),
+}
+
+/// `serve`'s flags: each overrides one setting of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (see deploy/rendezvous.toml).
+    #[arg(long, value_name = "FILE", env = "RENDEZVOUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The gRPC address; port 0 picks a free one [setting: server.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// postgres://... or sqlite:...; empty: SQLite under the data dir [setting: database.url].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Where local state lives [setting: data_dir].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How logs are written [setting: telemetry.log_format].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    /// The configuration: defaults, the file, the `RENDEZVOUS__...` variables of `env`, then
+    /// these flags.
+    pub fn config(&self, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let mut config = Config::read(self.config.as_deref(), env)?;
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(url) = &self.database_url {
+            // Checked here rather than by clap, whose error would show the password.
+            check_database_url(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+            config.database.url = url.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.telemetry.log_format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// What the command line asks the binary to do, with its configuration loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `serve` (also with no command): run with this configuration.
+    Run(Box<Config>),
+    /// `--help` or `--version`: print this text on stdout and exit successfully.
+    Print(String),
+}
+
+impl Config {
+    /// [`Config::load`] with the process's arguments and environment.
+    pub fn from_args() -> Result<Command> {
+        Self::load(std::env::args_os().skip(1), std::env::vars())
+    }
+
+    /// Parses `args` (without the program name) and loads the configuration they name from
+    /// the defaults, the file and `env`. A bad flag is an error naming it, with the usage.
+    pub fn load<I, T>(args: I, env: impl IntoIterator<Item = (String, String)>) -> Result<Command>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let program = std::iter::once(OsString::from("rendezvous"));
+        let cli = match Cli::try_parse_from(program.chain(args.into_iter().map(Into::into))) {
+            Ok(cli) => cli,
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                return Ok(Command::Print(e.to_string()));
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let text = text.strip_prefix("error: ").unwrap_or(&text);
+                anyhow::bail!("{}", text.trim_end());
+            }
+        };
+        match cli.command {
+            Some(CliCommand::Serve(args)) => Ok(Command::Run(Box::new(args.config(env)?))),
+            None => Ok(Command::Run(Box::new(cli.serve.config(env)?))),
+        }
+    }
+}
