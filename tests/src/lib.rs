@@ -164,8 +164,7 @@ impl TestApp {
 
     /// A wait by id.
     pub async fn get(&mut self, wait_id: &str) -> Result<v1::Wait> {
-        Ok(self
-            .waits
+        self.waits
             .get_wait(v1::GetWaitRequest {
                 key: Some(v1::get_wait_request::Key::WaitId(wait_id.into())),
                 tenant_id: String::new(),
@@ -173,7 +172,7 @@ impl TestApp {
             .await?
             .into_inner()
             .wait
-            .context("GetWait answered without a wait")?)
+            .context("GetWait answered without a wait")
     }
 
     /// Opens a resume stream.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use rendezvous_domain::LeaseOwner;
 use rendezvous_grpc_api::{GrpcApi, v1};
 use rendezvous_http_caller::ReqwestCaller;
 use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress};
@@ -122,11 +123,6 @@ impl Application {
     /// The bound address (the real port when configured with port 0).
     pub fn addr(&self) -> Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
-    }
-
-    /// The service (for in-process callers such as the Kafka ingress).
-    pub fn service(&self) -> Arc<Service> {
-        self.service.clone()
     }
 
     /// Starts serving in the background.
@@ -270,7 +266,8 @@ async fn dispatch_calls(
     config: Config,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let owner = format!("dispatcher-{}", uuid::Uuid::new_v4());
+    let owner = LeaseOwner::parse(format!("dispatcher-{}", uuid::Uuid::new_v4()))
+        .expect("a UUID makes a valid lease owner");
     let interval = config.api.poll_interval;
     loop {
         let made = match service

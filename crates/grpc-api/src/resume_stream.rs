@@ -173,7 +173,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
     async fn deliver(&mut self) -> Stop {
         let mut waiter = self.service.signal().waiter();
         // Resume id -> when its lease runs out (then it may come back, to any stream).
-        let mut in_flight: HashMap<uuid::Uuid, Timestamp> = HashMap::new();
+        let mut in_flight: HashMap<ResumeId, Timestamp> = HashMap::new();
         // Whether resumes may be waiting: at the start, after a wake-up or the poll interval,
         // and after a claim that filled all the room. Acks alone do not make it true, so a
         // stream that has taken everything does not ask the database again per ack.
@@ -238,7 +238,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
     async fn take_acks(
         &mut self,
         first: Option<v1::ResumeStreamRequest>,
-        in_flight: &mut HashMap<uuid::Uuid, Timestamp>,
+        in_flight: &mut HashMap<ResumeId, Timestamp>,
     ) -> Option<Stop> {
         let mut batch = Vec::new();
         let mut next = first;
@@ -248,7 +248,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     message: Some(v1::resume_stream_request::Message::Ack(ack)),
                 }) => match ResumeId::parse(&ack.resume_id) {
                     Ok(id) => {
-                        in_flight.remove(&id.as_uuid());
+                        in_flight.remove(&id);
                         batch.push(id);
                     }
                     Err(e) => {

@@ -75,6 +75,12 @@ mod tests {
             (ServiceError::Internal("bug".into()), Code::Internal, "bug"),
         ];
         for (error, code, words) in cases {
+            // What the service calls retryable is what the proto tells callers they may retry.
+            assert_eq!(
+                error.is_retryable(),
+                matches!(code, Code::Unavailable | Code::Aborted | Code::Internal),
+                "{error:?}"
+            );
             let status = to_status(error);
             assert_eq!(status.code(), code);
             assert!(status.message().contains(words), "{}", status.message());

@@ -1,8 +1,8 @@
 //! The resume: one row of the resume outbox, the decision of one wait as the engine sees it.
 
 use rendezvous_domain::{
-    CorrelationId, ExecutionId, NodeId, Outcome, ReceivedEvent, SourceName, TenantId, Timestamp,
-    WaitId, WaitState,
+    CorrelationId, ExecutionId, NodeId, Outcome, ReceivedEvent, ResumeId, SourceName, TenantId,
+    Timestamp, WaitId, WaitState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,7 @@ pub type ResumeEvent = ReceivedEvent;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResumeRecord {
     /// Stable across redeliveries: the engine deduplicates by it.
-    pub resume_id: uuid::Uuid,
+    pub resume_id: ResumeId,
     /// The wait.
     pub wait_id: WaitId,
     /// Its tenant.
@@ -43,7 +43,7 @@ pub struct ResumeRecord {
 
 impl ResumeRecord {
     /// The resume of a decided wait; `None` while it is open.
-    pub fn of(state: &WaitState, resume_id: uuid::Uuid) -> Option<Self> {
+    pub fn of(state: &WaitState, resume_id: ResumeId) -> Option<Self> {
         let resolution = state.resolution.as_ref()?;
         Some(Self {
             resume_id,

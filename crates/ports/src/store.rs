@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rendezvous_domain::{
-    CorrelationId, EventKey, ExecutionId, FieldPath, IncomingEvent, NodeId, SourceName, TenantId,
-    Timestamp, WaitId, WaitState, WaitStatus,
+    CorrelationId, EventKey, ExecutionId, FieldPath, IncomingEvent, LeaseOwner, NodeId, ResumeId,
+    SourceName, TenantId, Timestamp, WaitId, WaitState, WaitStatus,
 };
 
 use crate::api_call::ApiCallRecord;
@@ -273,7 +273,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// same call at once.
     async fn claim_api_calls(
         &self,
-        owner: &str,
+        owner: &LeaseOwner,
         now: Timestamp,
         lease: Duration,
         limit: u32,
@@ -304,7 +304,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// same resume at once.
     async fn claim_resumes(
         &self,
-        owner: &str,
+        owner: &LeaseOwner,
         tenant: Option<&TenantId>,
         now: Timestamp,
         lease: Duration,
@@ -313,15 +313,12 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Acknowledges resumes (one statement for many): they are never delivered again. Returns
     /// how many were still unacknowledged.
-    async fn ack_resumes(
-        &self,
-        resume_ids: &[uuid::Uuid],
-        now: Timestamp,
-    ) -> Result<u64, StoreError>;
+    async fn ack_resumes(&self, resume_ids: &[ResumeId], now: Timestamp)
+    -> Result<u64, StoreError>;
 
     /// Frees the leases `owner` holds on unacknowledged resumes (its stream ended), so they are
     /// delivered again at once.
-    async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError>;
+    async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, StoreError>;
 }
 
 /// One transaction. Dropped without [`StoreTx::commit`], it rolls back.

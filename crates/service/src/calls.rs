@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rendezvous_domain::{Channel, EventKey, ResponseMode, SourceName, Timestamp};
+use rendezvous_domain::{Channel, EventKey, LeaseOwner, ResponseMode, SourceName, Timestamp};
 use rendezvous_ports::{
     ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, retry_after,
 };
@@ -60,7 +60,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     pub async fn dispatch_api_calls<H: HttpCaller>(
         &self,
         caller: &H,
-        owner: &str,
+        owner: &LeaseOwner,
         limit: u32,
     ) -> Result<usize, ServiceError> {
         let calls = self

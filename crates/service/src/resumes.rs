@@ -19,18 +19,17 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     ) -> Result<Vec<ResumeRecord>, ServiceError> {
         Ok(self
             .store
-            .claim_resumes(owner.as_str(), tenant, self.clock.now(), lease, limit)
+            .claim_resumes(owner, tenant, self.clock.now(), lease, limit)
             .await?)
     }
 
     /// Acknowledges resumes in one write. Returns how many were still unacknowledged.
     pub async fn ack_resumes(&self, resume_ids: &[ResumeId]) -> Result<u64, ServiceError> {
-        let ids: Vec<uuid::Uuid> = resume_ids.iter().map(ResumeId::as_uuid).collect();
-        Ok(self.store.ack_resumes(&ids, self.clock.now()).await?)
+        Ok(self.store.ack_resumes(resume_ids, self.clock.now()).await?)
     }
 
     /// Frees the leases a finished stream held, so its unacknowledged resumes go out again.
     pub async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, ServiceError> {
-        Ok(self.store.release_resumes(owner.as_str()).await?)
+        Ok(self.store.release_resumes(owner).await?)
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rendezvous_domain::{EventKey, SourceName, Timestamp, Verdict, WaitState};
+use rendezvous_domain::{EventKey, ResumeId, SourceName, Timestamp, Verdict, WaitState};
 use rendezvous_ports::{Clock, ResumeRecord, ResumeSignal, Store, StoredWait, TopicFields};
 use tokio::sync::Notify;
 
@@ -126,7 +126,7 @@ pub(crate) fn stamp(wait: &mut StoredWait, now: Timestamp) {
 
 /// The resume a decided wait puts in the outbox, with a new resume id; `None` while open.
 pub(crate) fn new_resume(state: &WaitState) -> Option<ResumeRecord> {
-    ResumeRecord::of(state, uuid::Uuid::new_v4())
+    ResumeRecord::of(state, ResumeId::from_uuid(uuid::Uuid::new_v4()))
 }
 
 /// The inbox row an event leaves when it counted for a source (accepted, or completed the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rendezvous_domain::{
     Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, IgnoreReason, LeaseOwner,
-    NodeId, Outcome, ResumeId, TenantId, Timestamp, WaitStatus,
+    NodeId, Outcome, TenantId, Timestamp, WaitStatus,
 };
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
@@ -253,7 +253,7 @@ async fn cancel_decides_once_and_announces_once() {
     assert_eq!(resumes.len(), 1);
     assert_eq!(resumes[0].reason.as_deref(), Some("withdrawn"));
     // The engine's ack is recorded once.
-    let ids = [ResumeId::from_uuid(resumes[0].resume_id)];
+    let ids = [resumes[0].resume_id];
     assert_eq!(h.service.ack_resumes(&ids).await.unwrap(), 1);
     assert_eq!(h.service.ack_resumes(&ids).await.unwrap(), 0);
 }

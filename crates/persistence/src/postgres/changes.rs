@@ -51,7 +51,7 @@ impl ChangeRow {
             version: change.wait.version,
             event_key,
             source,
-            resume_id: change.resume.map(|r| r.resume_id),
+            resume_id: change.resume.map(|r| r.resume_id.as_uuid()),
             tenant_id: change.resume.map(|r| r.tenant.to_string()),
             resume: change.resume.map(json).transpose()?,
         })

@@ -70,7 +70,7 @@ impl FreshRow {
             created_at: s.created_at.as_millis(),
             decided_at: s.resolution.as_ref().map(|r| r.decided_at.as_millis()),
             call: fresh.call.map(call_json).transpose()?,
-            resume_id: fresh.resume.map(|r| r.resume_id),
+            resume_id: fresh.resume.map(|r| r.resume_id.as_uuid()),
             resume: fresh.resume.map(json).transpose()?,
         })
     }

@@ -14,7 +14,7 @@ mod waits;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rendezvous_domain::{CorrelationId, TenantId, Timestamp, WaitId};
+use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_ports::{
     ApiCallRecord, ChangeOutcome, FreshWait, Page, Quarantined, ResumeRecord, Store, StoreError,
     StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
@@ -125,12 +125,12 @@ impl Store for SqlStore {
 
     async fn claim_api_calls(
         &self,
-        owner: &str,
+        owner: &LeaseOwner,
         now: Timestamp,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ApiCallRecord>, StoreError> {
-        calls::claim(&self.conn, owner, now, lease, limit).await
+        calls::claim(&self.conn, owner.as_str(), now, lease, limit).await
     }
 
     async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError> {
@@ -158,24 +158,25 @@ impl Store for SqlStore {
 
     async fn claim_resumes(
         &self,
-        owner: &str,
+        owner: &LeaseOwner,
         tenant: Option<&TenantId>,
         now: Timestamp,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, StoreError> {
-        resumes::claim(&self.lease_conn, owner, tenant, now, lease, limit).await
+        resumes::claim(&self.lease_conn, owner.as_str(), tenant, now, lease, limit).await
     }
 
     async fn ack_resumes(
         &self,
-        resume_ids: &[uuid::Uuid],
+        resume_ids: &[ResumeId],
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        resumes::ack(&self.lease_conn, resume_ids, now).await
+        let ids: Vec<uuid::Uuid> = resume_ids.iter().map(ResumeId::as_uuid).collect();
+        resumes::ack(&self.lease_conn, &ids, now).await
     }
 
-    async fn release_resumes(&self, owner: &str) -> Result<u64, StoreError> {
-        resumes::release(&self.conn, &self.signal, owner).await
+    async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, StoreError> {
+        resumes::release(&self.conn, &self.signal, owner.as_str()).await
     }
 }

@@ -29,7 +29,7 @@ pub(super) async fn insert(
     resume: &ResumeRecord,
 ) -> Result<bool, StoreError> {
     let row = resume_outbox::ActiveModel {
-        resume_id: Set(resume.resume_id),
+        resume_id: Set(resume.resume_id.as_uuid()),
         wait_id: Set(resume.wait_id.as_uuid()),
         tenant_id: Set(resume.tenant.to_string()),
         resume: Set(json(resume)?),

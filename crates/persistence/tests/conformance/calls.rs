@@ -44,7 +44,10 @@ pub(crate) async fn api_calls_are_leased_retried_and_settled(backend: Backend) {
     let lease = Duration::from_secs(30);
     let ids = |calls: &[ApiCallRecord]| calls.iter().map(|c| c.wait_id).collect::<Vec<_>>();
 
-    let a = store.claim_api_calls("a", at(10), lease, 1).await.unwrap();
+    let a = store
+        .claim_api_calls(&owner("a"), at(10), lease, 1)
+        .await
+        .unwrap();
     assert_eq!(ids(&a), [w1.state.key.id], "the earliest due first");
     assert_eq!(
         a[0],
@@ -53,7 +56,10 @@ pub(crate) async fn api_calls_are_leased_retried_and_settled(backend: Backend) {
             ..call_of(&w1)
         }
     );
-    let b = store.claim_api_calls("b", at(10), lease, 10).await.unwrap();
+    let b = store
+        .claim_api_calls(&owner("b"), at(10), lease, 10)
+        .await
+        .unwrap();
     assert_eq!(
         ids(&b),
         [w2.state.key.id],
@@ -61,7 +67,7 @@ pub(crate) async fn api_calls_are_leased_retried_and_settled(backend: Backend) {
     );
     assert!(
         store
-            .claim_api_calls("c", at(10), lease, 10)
+            .claim_api_calls(&owner("c"), at(10), lease, 10)
             .await
             .unwrap()
             .is_empty()
@@ -74,14 +80,14 @@ pub(crate) async fn api_calls_are_leased_retried_and_settled(backend: Backend) {
         .unwrap();
     assert!(
         store
-            .claim_api_calls("c", at(999), lease, 10)
+            .claim_api_calls(&owner("c"), at(999), lease, 10)
             .await
             .unwrap()
             .is_empty(),
         "not yet due, and w2's lease still holds"
     );
     let again = store
-        .claim_api_calls("c", at(1000), lease, 10)
+        .claim_api_calls(&owner("c"), at(1000), lease, 10)
         .await
         .unwrap();
     assert_eq!(ids(&again), [w1.state.key.id]);
@@ -98,7 +104,7 @@ pub(crate) async fn api_calls_are_leased_retried_and_settled(backend: Backend) {
         .unwrap();
     assert!(
         store
-            .claim_api_calls("d", at(1_000_000), lease, 10)
+            .claim_api_calls(&owner("d"), at(1_000_000), lease, 10)
             .await
             .unwrap()
             .is_empty()

@@ -71,7 +71,7 @@ pub(crate) async fn changes_are_compare_and_set_with_inbox_and_resume(backend: B
     let mut decided = accepted.clone();
     decided.state.cancel(None, at(2)).unwrap();
     decided.version = 3;
-    let resume = ResumeRecord::of(&decided.state, uuid::Uuid::from_u128(77)).unwrap();
+    let resume = ResumeRecord::of(&decided.state, resume_id(77)).unwrap();
     assert_eq!(
         store
             .apply_change(change(&decided, 2, None, Some(&resume)))
@@ -80,7 +80,7 @@ pub(crate) async fn changes_are_compare_and_set_with_inbox_and_resume(backend: B
         ChangeOutcome::Applied
     );
     let claimed = store
-        .claim_resumes("a", None, at(3), Duration::from_secs(30), 10)
+        .claim_resumes(&owner("a"), None, at(3), Duration::from_secs(30), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -114,7 +114,7 @@ pub(crate) async fn fresh_waits_are_inserted_only_when_nothing_came_before(backe
         Some(w1.clone())
     );
     let calls = store
-        .claim_api_calls("d", at(1), Duration::from_secs(30), 10)
+        .claim_api_calls(&owner("d"), at(1), Duration::from_secs(30), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -172,7 +172,7 @@ pub(crate) async fn fresh_waits_are_inserted_only_when_nothing_came_before(backe
     // Decided at registration: the resume is written with the wait and can be claimed.
     let mut decided = wait(6, "c6", T0);
     decided.state.cancel(None, T0).unwrap();
-    let resume = ResumeRecord::of(&decided.state, uuid::Uuid::from_u128(66)).unwrap();
+    let resume = ResumeRecord::of(&decided.state, resume_id(66)).unwrap();
     assert!(
         store
             .insert_fresh_wait(fresh(&decided, None, Some(&resume)))
@@ -180,7 +180,7 @@ pub(crate) async fn fresh_waits_are_inserted_only_when_nothing_came_before(backe
             .unwrap()
     );
     let claimed = store
-        .claim_resumes("a", None, at(1), Duration::from_secs(30), 10)
+        .claim_resumes(&owner("a"), None, at(1), Duration::from_secs(30), 10)
         .await
         .unwrap();
     assert_eq!(

@@ -18,7 +18,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
         let mut tx = store.begin().await.unwrap();
         assert!(tx.insert_resume(&r).await.unwrap());
         let mut again = r.clone();
-        again.resume_id = uuid::Uuid::from_u128(9999);
+        again.resume_id = resume_id(9999);
         assert!(
             !tx.insert_resume(&again).await.unwrap(),
             "one resume per wait"
@@ -28,7 +28,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     }
     let lease = Duration::from_secs(30);
     let a = store
-        .claim_resumes("a", None, at(100), lease, 2)
+        .claim_resumes(&owner("a"), None, at(100), lease, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -39,13 +39,13 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     assert_eq!(a[0].attempts, 1);
     assert_eq!(a[0].events, resumes[0].events);
     let b = store
-        .claim_resumes("b", None, at(100), lease, 10)
+        .claim_resumes(&owner("b"), None, at(100), lease, 10)
         .await
         .unwrap();
     assert_eq!(b.len(), 1, "leased resumes are not handed out twice");
     assert!(
         store
-            .claim_resumes("b", None, at(100), lease, 10)
+            .claim_resumes(&owner("b"), None, at(100), lease, 10)
             .await
             .unwrap()
             .is_empty()
@@ -56,7 +56,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     );
     assert_eq!(
         store
-            .ack_resumes(&[a[0].resume_id, uuid::Uuid::from_u128(5)], at(101))
+            .ack_resumes(&[a[0].resume_id, resume_id(5)], at(101))
             .await
             .unwrap(),
         0,
@@ -64,7 +64,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     );
     // The lease runs out: the unacked one comes back, with its attempt counted.
     let later = store
-        .claim_resumes("b", None, at(100 + 30_000), lease, 10)
+        .claim_resumes(&owner("b"), None, at(100 + 30_000), lease, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -75,11 +75,11 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
         [(resumes[1].resume_id, 2), (resumes[2].resume_id, 2)]
     );
     // A stream that ends frees its leases at once.
-    assert_eq!(store.release_resumes("b").await.unwrap(), 2);
+    assert_eq!(store.release_resumes(&owner("b")).await.unwrap(), 2);
     let tenant = TenantId::parse("someone-else").unwrap();
     assert!(
         store
-            .claim_resumes("c", Some(&tenant), at(100 + 30_001), lease, 10)
+            .claim_resumes(&owner("c"), Some(&tenant), at(100 + 30_001), lease, 10)
             .await
             .unwrap()
             .is_empty(),
@@ -87,7 +87,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     );
     assert_eq!(
         store
-            .claim_resumes("c", None, at(100 + 30_001), lease, 10)
+            .claim_resumes(&owner("c"), None, at(100 + 30_001), lease, 10)
             .await
             .unwrap()
             .len(),

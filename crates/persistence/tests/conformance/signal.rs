@@ -33,7 +33,7 @@ async fn a_resume_on_one_instance_wakes_the_streams_of_every_instance() {
     let mut decided = w.clone();
     decided.state.cancel(None, at(1)).unwrap();
     decided.version = 2;
-    let resume = ResumeRecord::of(&decided.state, uuid::Uuid::from_u128(9)).unwrap();
+    let resume = ResumeRecord::of(&decided.state, resume_id(9)).unwrap();
     let change = WaitChange {
         wait: &decided,
         expected_version: 1,

@@ -2,8 +2,8 @@
 //! and resumes to store.
 
 use rendezvous_domain::{
-    Channel, CorrelationId, EventKey, ExecutionId, IncomingEvent, NodeId, SourceName, TenantId,
-    Timestamp, WaitId, WaitKey, WaitSpec, WaitState,
+    Channel, CorrelationId, EventKey, ExecutionId, IncomingEvent, LeaseOwner, NodeId, ResumeId,
+    SourceName, TenantId, Timestamp, WaitId, WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlStore};
@@ -12,6 +12,16 @@ use serde_json::json;
 
 /// The tests' epoch.
 pub(crate) const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+/// A resume id by number.
+pub(crate) fn resume_id(n: u128) -> ResumeId {
+    ResumeId::from_uuid(uuid::Uuid::from_u128(n))
+}
+
+/// A lease owner (a stream or a dispatcher) by name.
+pub(crate) fn owner(name: &str) -> LeaseOwner {
+    LeaseOwner::parse(name).unwrap()
+}
 
 /// `ms` milliseconds after [`T0`].
 pub(crate) fn at(ms: i64) -> Timestamp {
@@ -73,5 +83,5 @@ pub(crate) async fn insert(store: &SqlStore, w: &StoredWait) {
 pub(crate) fn resume_of(w: &StoredWait, n: u128) -> ResumeRecord {
     let mut state = w.state.clone();
     state.cancel(None, at(n as i64)).unwrap();
-    ResumeRecord::of(&state, uuid::Uuid::from_u128(1000 + n)).unwrap()
+    ResumeRecord::of(&state, resume_id(1000 + n)).unwrap()
 }
