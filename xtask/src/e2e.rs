@@ -2,8 +2,8 @@
 //! broker is at hand (Tansu from the tool cache unless `KAFKA_BOOTSTRAP` is set) and PostgreSQL
 //! (`DATABASE_URL`; else a fresh database on the local server; else, or with
 //! `--throwaway-postgres`, a throwaway cluster), then run `rendezvous-e2e`
-//! (tests/src/bin/e2e.rs: three instances, named scenarios, a load phase) or `rendezvous-bench`
-//! (tests/src/bin/bench.rs: the two-event join benchmark). Logs of every process are kept in
+//! (tests/src/bin/e2e/: three instances, named scenarios, a load phase) or `rendezvous-bench`
+//! (tests/src/bin/bench/: the two-event join benchmark). Logs of every process are kept in
 //! `target/e2e/` or `target/bench/`.
 
 use std::path::PathBuf;

@@ -67,27 +67,23 @@ struct DeliveryReply {
     detail: String,
 }
 
-impl From<DeliveryReply> for v1::DeliverApiResponseResponse {
-    fn from(r: DeliveryReply) -> Self {
-        Self {
-            result: r.result.into(),
-            wait_id: r.wait_id,
-            status: r.status.into(),
-            detail: r.detail,
+/// Both delivery responses carry the same fields.
+macro_rules! delivery_response {
+    ($($response:ty),*) => {$(
+        impl From<DeliveryReply> for $response {
+            fn from(r: DeliveryReply) -> Self {
+                Self {
+                    result: r.result.into(),
+                    wait_id: r.wait_id,
+                    status: r.status.into(),
+                    detail: r.detail,
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl From<DeliveryReply> for v1::DeliverEventResponse {
-    fn from(r: DeliveryReply) -> Self {
-        Self {
-            result: r.result.into(),
-            wait_id: r.wait_id,
-            status: r.status.into(),
-            detail: r.detail,
-        }
-    }
-}
+delivery_response!(v1::DeliverApiResponseResponse, v1::DeliverEventResponse);
 
 fn delivered(result: Delivered) -> DeliveryReply {
     use v1::DeliveryResult as R;

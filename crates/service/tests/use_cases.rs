@@ -76,6 +76,15 @@ fn by_id(wait_id: rendezvous_domain::WaitId) -> WaitLookup {
     }
 }
 
+/// A new wait of execution `exec-1` for one Kafka event, timing out after a minute.
+async fn register(h: &Harness) -> rendezvous_ports::StoredWait {
+    h.service
+        .register(registration("exec-1", kafka_only(60)))
+        .await
+        .unwrap()
+        .wait
+}
+
 async fn resumes(h: &Harness) -> Vec<rendezvous_ports::ResumeRecord> {
     h.service
         .claim_resumes(
@@ -91,12 +100,7 @@ async fn resumes(h: &Harness) -> Vec<rendezvous_ports::ResumeRecord> {
 #[tokio::test]
 async fn a_wait_times_out_when_the_clock_passes_its_deadline() {
     let h = harness(ServiceConfig::default()).await;
-    let wait = h
-        .service
-        .register(registration("exec-1", kafka_only(60)))
-        .await
-        .unwrap()
-        .wait;
+    let wait = register(&h).await;
     assert_eq!(h.service.expire_due(10).await.unwrap(), 0);
     h.clock.advance(59_999);
     assert_eq!(h.service.expire_due(10).await.unwrap(), 0, "not yet due");
@@ -194,12 +198,7 @@ async fn an_early_event_expires_after_the_buffer_ttl_and_is_kept() {
 #[tokio::test]
 async fn an_execution_mismatch_is_recorded_and_never_applied() {
     let h = harness(ServiceConfig::default()).await;
-    let wait = h
-        .service
-        .register(registration("exec-1", kafka_only(60)))
-        .await
-        .unwrap()
-        .wait;
+    let wait = register(&h).await;
     let correlation_id = wait.state.key.correlation_id.clone();
     let refused = h
         .service
@@ -230,12 +229,7 @@ async fn an_execution_mismatch_is_recorded_and_never_applied() {
 #[tokio::test]
 async fn cancel_decides_once_and_announces_once() {
     let h = harness(ServiceConfig::default()).await;
-    let wait = h
-        .service
-        .register(registration("exec-1", kafka_only(60)))
-        .await
-        .unwrap()
-        .wait;
+    let wait = register(&h).await;
     let (cancelled, changed) = h
         .service
         .cancel(by_id(wait.state.key.id), Some("withdrawn".into()))

@@ -15,15 +15,20 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-/// Workspace members as directories relative to the root (`crates/domain`, `xtask`).
-fn member_dirs(metadata: &Value) -> Vec<String> {
-    let root = workspace_root();
-    let members: BTreeSet<&str> = metadata["workspace_members"]
+/// The package ids of the workspace's members.
+fn workspace_members(metadata: &Value) -> BTreeSet<&str> {
+    metadata["workspace_members"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// Workspace members as directories relative to the root (`crates/domain`, `xtask`).
+fn member_dirs(metadata: &Value) -> Vec<String> {
+    let root = workspace_root();
+    let members = workspace_members(metadata);
     metadata["packages"]
         .as_array()
         .into_iter()
@@ -185,12 +190,7 @@ const EXEMPT: &[&str] = &["rendezvous-tests", "xtask"];
 /// `crate -> dependency` pairs that break a rule (normal and build dependencies only;
 /// dev-dependencies are test code).
 fn broken_rules(metadata: &Value, rules: &[DependencyRule]) -> Vec<String> {
-    let members: BTreeSet<&str> = metadata["workspace_members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let members = workspace_members(metadata);
     let mut broken = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let (Some(id), Some(name)) = (package["id"].as_str(), package["name"].as_str()) else {
