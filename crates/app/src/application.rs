@@ -12,7 +12,7 @@ use rendezvous_http_caller::ReqwestCaller;
 use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress};
 use rendezvous_persistence::{Database, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
-use rendezvous_service::{ApiPolicy, ServiceConfig, WaitService};
+use rendezvous_service::WaitService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -68,22 +68,7 @@ impl Application {
             database.store(),
             database.signal(),
             SystemClock,
-            ServiceConfig {
-                buffer_ttl: config.service.buffer_ttl,
-                max_conflict_retries: config.service.max_conflict_retries,
-                max_payload_bytes: config.service.max_payload_bytes.get(),
-                max_config_bytes: config.service.max_config_bytes.get(),
-                api: ApiPolicy {
-                    allowed: config.api.allowed.clone(),
-                    allow_private_networks: config.api.allow_private_networks,
-                    max_attempts: config.api.max_attempts.get(),
-                    backoff: config.api.backoff,
-                    max_backoff: config.api.max_backoff,
-                    // An attempt is leased well past its timeout, so a live call is never
-                    // taken over; a crashed instance's call is retried after it.
-                    lease: config.api.timeout.saturating_mul(3),
-                },
-            },
+            config.service.service_config(&config.api),
         ));
         let listener = TcpListener::bind(config.server.listen)
             .await

@@ -1,5 +1,5 @@
-//! The typed configuration: built-in defaults (the `Default` impls below, the only place they
-//! are written) → optional TOML file → `RENDEZVOUS__SECTION__KEY` environment → command-line
+//! The typed configuration: built-in defaults (the `Default` impls below: a section that feeds
+//! an adapter takes that adapter's defaults, so each is written once) → optional TOML file → `RENDEZVOUS__SECTION__KEY` environment → command-line
 //! flags, checked while it is read and validated once at start-up. Each section also builds
 //! the config of the adapter it feeds (`KafkaSection::ingress_config`, ...).
 
@@ -16,6 +16,7 @@ use rendezvous_grpc_api::ResumeStreamConfig;
 use rendezvous_http_caller::CallerConfig;
 use rendezvous_kafka_ingress::IngressConfig;
 use rendezvous_persistence::DatabaseConfig;
+use rendezvous_service::{ApiPolicy, ServiceConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The prefix of the environment variables read: `RENDEZVOUS__SECTION__KEY`.
@@ -102,13 +103,22 @@ pub struct DatabaseSection {
     pub connect_timeout: Duration,
 }
 
+/// The defaults of the sections that feed an adapter are that adapter's own (one source each);
+/// a zero there would be a bug in the adapter.
+fn non_zero<T: TryInto<N>, N>(value: T, what: &str) -> N {
+    value
+        .try_into()
+        .unwrap_or_else(|_| panic!("the default of {what} must not be zero"))
+}
+
 impl Default for DatabaseSection {
     fn default() -> Self {
+        let adapter = DatabaseConfig::new(String::new());
         Self {
-            url: String::new(),
-            max_connections: const { NonZeroU32::new(16).unwrap() },
-            run_migrations: true,
-            connect_timeout: Duration::from_secs(10),
+            url: adapter.url,
+            max_connections: non_zero(adapter.max_connections, "database.max_connections"),
+            run_migrations: adapter.run_migrations,
+            connect_timeout: adapter.connect_timeout,
         }
     }
 }
@@ -130,11 +140,12 @@ pub struct ServiceSection {
 
 impl Default for ServiceSection {
     fn default() -> Self {
+        let adapter = ServiceConfig::default();
         Self {
-            buffer_ttl: Duration::from_secs(3600),
-            max_payload_bytes: const { NonZeroUsize::new(1024 * 1024).unwrap() },
-            max_config_bytes: const { NonZeroUsize::new(256 * 1024).unwrap() },
-            max_conflict_retries: 32,
+            buffer_ttl: adapter.buffer_ttl,
+            max_payload_bytes: non_zero(adapter.max_payload_bytes, "service.max_payload_bytes"),
+            max_config_bytes: non_zero(adapter.max_config_bytes, "service.max_config_bytes"),
+            max_conflict_retries: adapter.max_conflict_retries,
         }
     }
 }
@@ -155,10 +166,11 @@ pub struct ResumeSection {
 
 impl Default for ResumeSection {
     fn default() -> Self {
+        let adapter = ResumeStreamConfig::default();
         Self {
-            ack_timeout: Duration::from_secs(30),
-            max_in_flight: const { NonZeroU32::new(64).unwrap() },
-            poll_interval: Duration::from_secs(1),
+            ack_timeout: adapter.ack_timeout,
+            max_in_flight: non_zero(adapter.default_max_in_flight, "resume.max_in_flight"),
+            poll_interval: adapter.poll_interval,
         }
     }
 }
@@ -311,19 +323,21 @@ pub struct KafkaSection {
 
 impl Default for KafkaSection {
     fn default() -> Self {
+        let adapter = IngressConfig::new(String::new(), "rendezvous");
         Self {
             enabled: true,
-            brokers: String::new(),
-            group_id: "rendezvous".to_owned(),
-            topics: Vec::new(),
-            follow_waits: true,
-            refresh_interval: Duration::from_secs(1),
-            event_id_field: "event_id".to_owned(),
-            tenant_header: "tenant_id".to_owned(),
-            max_batch: const { NonZeroUsize::new(500).unwrap() },
-            auto_offset_reset: OffsetReset::Earliest,
+            brokers: adapter.brokers,
+            group_id: adapter.group_id,
+            topics: adapter.topics,
+            follow_waits: adapter.follow_waits,
+            refresh_interval: adapter.refresh_interval,
+            event_id_field: adapter.event_id_field,
+            tenant_header: adapter.tenant_header,
+            max_batch: non_zero(adapter.max_batch, "kafka.max_batch"),
+            auto_offset_reset: OffsetReset::try_from(adapter.auto_offset_reset)
+                .expect("the ingress's default offset reset is one of ours"),
             group_instance_id: String::new(),
-            properties: BTreeMap::new(),
+            properties: adapter.properties,
         }
     }
 }
@@ -390,22 +404,50 @@ pub struct ApiSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
+        let (policy, caller) = (ApiPolicy::default(), CallerConfig::default());
         Self {
             enabled: true,
-            allowed: Vec::new(),
-            allow_private_networks: false,
-            timeout: Duration::from_secs(10),
-            max_attempts: const { NonZeroU32::new(8).unwrap() },
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            max_response_bytes: const { NonZeroUsize::new(1024 * 1024).unwrap() },
+            allowed: policy.allowed,
+            allow_private_networks: policy.allow_private_networks,
+            timeout: caller.timeout,
+            max_attempts: non_zero(policy.max_attempts, "api.max_attempts"),
+            backoff: policy.backoff,
+            max_backoff: policy.max_backoff,
+            max_response_bytes: non_zero(caller.max_response_bytes, "api.max_response_bytes"),
             poll_interval: Duration::from_secs(1),
             concurrency: const { NonZeroU32::new(32).unwrap() },
         }
     }
 }
 
+impl ServiceSection {
+    /// The use cases' config, with the API-call policy of `[api]`.
+    pub fn service_config(&self, api: &ApiSection) -> ServiceConfig {
+        ServiceConfig {
+            buffer_ttl: self.buffer_ttl,
+            max_conflict_retries: self.max_conflict_retries,
+            max_payload_bytes: self.max_payload_bytes.get(),
+            max_config_bytes: self.max_config_bytes.get(),
+            api: api.policy(),
+        }
+    }
+}
+
 impl ApiSection {
+    /// Where calls may go and how they are retried. An attempt is leased well past its timeout
+    /// (three times), so a live call is never taken over; a crashed instance's call is retried
+    /// after it.
+    pub fn policy(&self) -> ApiPolicy {
+        ApiPolicy {
+            allowed: self.allowed.clone(),
+            allow_private_networks: self.allow_private_networks,
+            max_attempts: self.max_attempts.get(),
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+            lease: self.timeout.saturating_mul(3),
+        }
+    }
+
     /// The HTTP caller's config.
     pub fn caller_config(&self) -> CallerConfig {
         CallerConfig {
