@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use rendezvous_domain::{IgnoreReason, Verdict};
 use rendezvous_ports::{Clock, ResumeSignal, Store, WaitQuery};
-use rendezvous_service::{Delivered, Delivery, RegisterWait, WaitLookup, WaitService};
+use rendezvous_service::{
+    Delivered, Delivery, Effect, Ignored, RegisterWait, WaitLookup, WaitService,
+};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -97,22 +98,19 @@ fn delivered(result: Delivered) -> DeliveryReply {
             detail: "already buffered".into(),
             ..Default::default()
         },
-        Delivered::Applied { wait, verdict } => {
-            let (result, detail) = match &verdict {
-                Verdict::Accepted { .. } => (R::Accepted, String::new()),
-                Verdict::Completed { .. } => (R::Completed, String::new()),
-                Verdict::Duplicate => (R::Duplicate, String::new()),
-                Verdict::Ignored(reason) => (
-                    match reason {
-                        IgnoreReason::FilteredOut { .. } => R::FilteredOut,
-                        IgnoreReason::NoMatchingSource { .. } => R::NoMatchingSource,
-                        IgnoreReason::AlreadySatisfied { .. } => R::AlreadySatisfied,
-                        IgnoreReason::Late { .. } => R::Late,
-                        // Never here: the service answers a mismatch with
-                        // `ServiceError::ExecutionMismatch` (FAILED_PRECONDITION).
-                        IgnoreReason::ExecutionMismatch { .. } => R::Unspecified,
+        Delivered::Applied { wait, effect } => {
+            let (result, detail) = match effect {
+                Effect::Accepted => (R::Accepted, String::new()),
+                Effect::Completed => (R::Completed, String::new()),
+                Effect::Duplicate => (R::Duplicate, String::new()),
+                Effect::Ignored { why, detail } => (
+                    match why {
+                        Ignored::FilteredOut => R::FilteredOut,
+                        Ignored::NoMatchingSource => R::NoMatchingSource,
+                        Ignored::AlreadySatisfied => R::AlreadySatisfied,
+                        Ignored::Late => R::Late,
                     },
-                    reason.to_string(),
+                    detail,
                 ),
             };
             DeliveryReply {

@@ -16,7 +16,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use rendezvous_domain::{Channel, CorrelationId, EventKey, ExecutionId};
 use rendezvous_ports::{Clock, Quarantined, ResumeSignal, Store};
 use rendezvous_service::parse::{optional, required, tenant};
-use rendezvous_service::{Delivered, Delivery, ServiceError, WaitService};
+use rendezvous_service::{Delivered, Delivery, Effect, ServiceError, WaitService};
 use tokio::sync::watch;
 
 use crate::extract::{Extracted, Naming, Record, TopicIndex, extract};
@@ -415,8 +415,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         return Handled::Done;
                     }
-                    Ok(Delivered::Applied { verdict, .. }) => {
-                        let counter = if verdict == rendezvous_domain::Verdict::Duplicate {
+                    Ok(Delivered::Applied { effect, .. }) => {
+                        let counter = if effect == Effect::Duplicate {
                             &self.stats.duplicates
                         } else {
                             &self.stats.applied

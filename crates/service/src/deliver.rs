@@ -1,11 +1,10 @@
 //! Delivering an event: applied to its wait by compare-and-set, or buffered under the
 //! correlation lock until the wait registers.
 
-use rendezvous_domain::{
-    CorrelationId, IgnoreReason, IncomingEvent, Outcome, TenantId, Verdict, WaitState,
-};
+use rendezvous_domain::{CorrelationId, IncomingEvent, Outcome, TenantId, Verdict, WaitState};
 use rendezvous_ports::{ChangeOutcome, Clock, ResumeSignal, Store, StoreTx, WaitChange};
 
+use crate::requests::Effect;
 use crate::service::{Attempt, counted, new_resume, stamp};
 use crate::{Delivered, Delivery, ServiceError, WaitService};
 
@@ -68,22 +67,22 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 ChangeOutcome::AlreadyProcessed => {
                     return Ok(Attempt::Done(Delivered::Applied {
                         wait: Box::new(stored),
-                        verdict: Verdict::Duplicate,
+                        effect: Effect::Duplicate,
                     }));
                 }
             }
         }
         log_verdict(&wait.state, event, &step.verdict, step.decided);
-        if let Verdict::Ignored(reason @ IgnoreReason::ExecutionMismatch { .. }) = &step.verdict {
-            return Err(ServiceError::ExecutionMismatch(format!(
-                "wait {}: {reason}; the event was recorded and not applied",
+        match Effect::of(step.verdict) {
+            Ok(effect) => Ok(Attempt::Done(Delivered::Applied {
+                wait: Box::new(wait),
+                effect,
+            })),
+            Err(mismatch) => Err(ServiceError::ExecutionMismatch(format!(
+                "wait {}: {mismatch}; the event was recorded and not applied",
                 wait.state.key.id
-            )));
+            ))),
         }
-        Ok(Attempt::Done(Delivered::Applied {
-            wait: Box::new(wait),
-            verdict: step.verdict,
-        }))
     }
 
     /// Buffers an early event under the correlation lock. `None` when a wait appeared.

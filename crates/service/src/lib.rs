@@ -24,5 +24,5 @@ mod service;
 
 pub use config::{ApiPolicy, ServiceConfig};
 pub use error::ServiceError;
-pub use requests::{Delivered, Delivery, RegisterWait, Registered, WaitLookup};
+pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
 pub use service::WaitService;

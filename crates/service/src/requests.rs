@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use rendezvous_domain::{
-    Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, NodeId, TenantId, Verdict,
-    WaitId,
+    Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, IgnoreReason, NodeId, TenantId,
+    Verdict, WaitId,
 };
 use rendezvous_ports::StoredWait;
 use serde_json::Value;
@@ -117,10 +117,68 @@ pub enum Delivered {
     Applied {
         /// The wait after the event.
         wait: Box<StoredWait>,
-        /// What the event did (never an execution-id mismatch: that is
-        /// [`crate::ServiceError::ExecutionMismatch`]).
-        verdict: Verdict,
+        /// What the event did.
+        effect: Effect,
     },
+}
+
+/// What an event did to the wait it was applied to. An execution-id mismatch is not among
+/// them: it is refused ([`crate::ServiceError::ExecutionMismatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Counted for a source; the wait is still open.
+    Accepted,
+    /// Counted for a source and met the condition: the wait is completed.
+    Completed,
+    /// An event with its key was already counted; nothing changed.
+    Duplicate,
+    /// It did not count (recorded on the wait): `why` says which rule, `detail` the reason.
+    Ignored {
+        /// Which rule set it aside.
+        why: Ignored,
+        /// The reason in words, e.g. what the filter expected.
+        detail: String,
+    },
+}
+
+/// Why an applied event did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// The source's filter refused it.
+    FilteredOut,
+    /// The wait has no enabled source for where it came from.
+    NoMatchingSource,
+    /// Its source already had an event.
+    AlreadySatisfied,
+    /// The wait was already decided.
+    Late,
+}
+
+impl Effect {
+    /// The effect of a verdict; `Err` with the reason when the event belongs to another
+    /// execution (the one verdict that is refused rather than applied).
+    pub(crate) fn of(verdict: Verdict) -> Result<Self, IgnoreReason> {
+        let ignored = |why, reason: &IgnoreReason| Self::Ignored {
+            why,
+            detail: reason.to_string(),
+        };
+        Ok(match verdict {
+            Verdict::Accepted { .. } => Self::Accepted,
+            Verdict::Completed { .. } => Self::Completed,
+            Verdict::Duplicate => Self::Duplicate,
+            Verdict::Ignored(reason) => match &reason {
+                IgnoreReason::ExecutionMismatch { .. } => return Err(reason),
+                IgnoreReason::FilteredOut { .. } => ignored(Ignored::FilteredOut, &reason),
+                IgnoreReason::NoMatchingSource { .. } => {
+                    ignored(Ignored::NoMatchingSource, &reason)
+                }
+                IgnoreReason::AlreadySatisfied { .. } => {
+                    ignored(Ignored::AlreadySatisfied, &reason)
+                }
+                IgnoreReason::Late { .. } => ignored(Ignored::Late, &reason),
+            },
+        })
+    }
 }
 
 /// How a caller names a wait.
@@ -154,5 +212,40 @@ impl fmt::Display for WaitLookup {
                 "the wait with correlation id {correlation_id} in tenant {tenant}"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rendezvous_domain::{SourceName, WaitStatus};
+
+    use super::*;
+
+    #[test]
+    fn a_mismatch_is_refused_and_every_other_verdict_has_an_effect() {
+        let mismatch = IgnoreReason::ExecutionMismatch {
+            expected: ExecutionId::parse("e-1").unwrap(),
+            found: None,
+        };
+        assert_eq!(
+            Effect::of(Verdict::Ignored(mismatch.clone())),
+            Err(mismatch)
+        );
+        let late = IgnoreReason::Late {
+            status: WaitStatus::Completed,
+        };
+        assert_eq!(
+            Effect::of(Verdict::Ignored(late.clone())),
+            Ok(Effect::Ignored {
+                why: Ignored::Late,
+                detail: late.to_string(),
+            })
+        );
+        let source = SourceName::api();
+        assert_eq!(
+            Effect::of(Verdict::Completed { source }),
+            Ok(Effect::Completed)
+        );
+        assert_eq!(Effect::of(Verdict::Duplicate), Ok(Effect::Duplicate));
     }
 }
