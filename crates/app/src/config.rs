@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rendezvous_domain::Destinations;
 use rendezvous_grpc_api::ResumeStreamConfig;
 use rendezvous_http_caller::CallerConfig;
 use rendezvous_kafka_ingress::IngressConfig;
@@ -407,8 +408,8 @@ impl Default for ApiSection {
         let (policy, caller) = (ApiPolicy::default(), CallerConfig::default());
         Self {
             enabled: true,
-            allowed: policy.allowed,
-            allow_private_networks: policy.allow_private_networks,
+            allowed: policy.destinations.allowed,
+            allow_private_networks: policy.destinations.allow_private_networks,
             timeout: caller.timeout,
             max_attempts: non_zero(policy.max_attempts, "api.max_attempts"),
             backoff: policy.backoff,
@@ -439,8 +440,10 @@ impl ApiSection {
     /// after it.
     pub fn policy(&self) -> ApiPolicy {
         ApiPolicy {
-            allowed: self.allowed.clone(),
-            allow_private_networks: self.allow_private_networks,
+            destinations: Destinations {
+                allowed: self.allowed.clone(),
+                allow_private_networks: self.allow_private_networks,
+            },
             max_attempts: self.max_attempts.get(),
             backoff: self.backoff,
             max_backoff: self.max_backoff,

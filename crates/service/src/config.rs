@@ -22,11 +22,8 @@ pub struct ServiceConfig {
 /// Where outbound API calls may go, and how they are retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiPolicy {
-    /// URL prefixes (`https://api.partner.example/v1/`) or host names (`api.partner.example`)
-    /// calls may go to. Empty: any host (private networks still need `allow_private_networks`).
-    pub allowed: Vec<String>,
-    /// Whether loopback and private addresses may be called (off: SSRF protection).
-    pub allow_private_networks: bool,
+    /// Where calls may go: the allowlist, and whether private networks may be called.
+    pub destinations: Destinations,
     /// Attempts before the wait fails (transient errors: connect, timeout, 5xx, 429).
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt up to `max_backoff` (`Retry-After` wins if longer).
@@ -37,21 +34,10 @@ pub struct ApiPolicy {
     pub lease: Duration,
 }
 
-impl ApiPolicy {
-    /// The destination rule of this policy (the domain checks URLs against it).
-    pub fn destinations(&self) -> Destinations {
-        Destinations {
-            allowed: self.allowed.clone(),
-            allow_private_networks: self.allow_private_networks,
-        }
-    }
-}
-
 impl Default for ApiPolicy {
     fn default() -> Self {
         Self {
-            allowed: Vec::new(),
-            allow_private_networks: false,
+            destinations: Destinations::default(),
             max_attempts: 8,
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),

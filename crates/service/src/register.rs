@@ -221,7 +221,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             .map_err(ServiceError::InvalidConfig)?;
         self.config
             .api
-            .destinations()
+            .destinations
             .check(&rendered.url)
             .map_err(|e| ServiceError::invalid(CALL_URL_FIELD, e))?;
         if let Some(traceparent) = &request.traceparent {

@@ -172,8 +172,7 @@ impl Store for SqlStore {
         resume_ids: &[ResumeId],
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let ids: Vec<uuid::Uuid> = resume_ids.iter().map(ResumeId::as_uuid).collect();
-        resumes::ack(&self.lease_conn, &ids, now).await
+        resumes::ack(&self.lease_conn, resume_ids, now).await
     }
 
     async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rendezvous_domain::{TenantId, Timestamp};
+use rendezvous_domain::{ResumeId, TenantId, Timestamp};
 use rendezvous_ports::{ResumeRecord, ResumeSignal, StoreError};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
@@ -121,7 +121,7 @@ pub(super) async fn claim(
 /// unacknowledged.
 pub(super) async fn ack(
     conn: &impl ConnectionTrait,
-    resume_ids: &[uuid::Uuid],
+    resume_ids: &[ResumeId],
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     if resume_ids.is_empty() {
@@ -140,7 +140,7 @@ pub(super) async fn ack(
     }
     let result = resume_outbox::Entity::update_many()
         .col_expr(resume_outbox::Column::AckedAt, Expr::value(now.as_millis()))
-        .filter(resume_outbox::Column::ResumeId.is_in(resume_ids.iter().copied()))
+        .filter(resume_outbox::Column::ResumeId.is_in(resume_ids.iter().map(ResumeId::as_uuid)))
         .filter(resume_outbox::Column::AckedAt.is_null())
         .exec(conn)
         .await
