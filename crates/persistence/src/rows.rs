@@ -2,8 +2,9 @@
 //! call outbox, and database errors to store errors.
 
 use rendezvous_domain::{
-    ApiRequest, CorrelationId, ExecutionId, IgnoredEvent, NodeId, ReceivedEvent, Resolution,
-    TenantId, Timestamp, WaitId, WaitKey, WaitState,
+    ApiRequest, Condition, CorrelationId, ExecutionId, IgnoredEvent, NodeId, Outcome,
+    ReceivedEvent, Resolution, ResumeId, Strategy, TenantId, TimeoutPolicy, Timestamp, WaitId,
+    WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_ports::{ApiCallRecord, ResumeRecord, StoreError, StoredWait};
 use sea_orm::{ActiveValue::Set, DbErr, SqlErr};
@@ -72,20 +73,14 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(format!("encoding json: {e}")))
 }
 
-pub(crate) fn wait_from_row(row: waits::Model) -> Result<StoredWait, StoreError> {
+/// The wait a row holds. A row that cannot be read (corrupt text, JSON nested deeper than the
+/// decoder reads) is an error naming what could not be read; readers hand it to
+/// `store::unreadable` rather than fail.
+pub(crate) fn wait_from_row(row: &waits::Model) -> Result<StoredWait, StoreError> {
     let progress: Progress =
         serde_json::from_str(&row.progress).map_err(|e| corrupt("wait progress", e))?;
-    let key = WaitKey {
-        id: WaitId::from_uuid(row.id),
-        tenant: TenantId::parse(row.tenant_id).map_err(|e| corrupt("tenant id", e))?,
-        correlation_id: CorrelationId::parse(row.correlation_id)
-            .map_err(|e| corrupt("correlation id", e))?,
-        execution_id: ExecutionId::parse(row.execution_id)
-            .map_err(|e| corrupt("execution id", e))?,
-        node_id: NodeId::parse(row.node_id).map_err(|e| corrupt("node id", e))?,
-    };
     let state = WaitState {
-        key,
+        key: wait_key(row)?,
         spec: serde_json::from_str(&row.spec).map_err(|e| corrupt("wait spec", e))?,
         created_at: Timestamp::from_millis(row.created_at),
         deadline: Timestamp::from_millis(row.deadline),
@@ -94,13 +89,113 @@ pub(crate) fn wait_from_row(row: waits::Model) -> Result<StoredWait, StoreError>
         ignored_total: progress.ignored_total,
         resolution: progress.resolution,
     };
-    Ok(StoredWait {
+    Ok(stored(row, state))
+}
+
+/// The identity of the wait a row holds (plain columns).
+fn wait_key(row: &waits::Model) -> Result<WaitKey, StoreError> {
+    Ok(WaitKey {
+        id: WaitId::from_uuid(row.id),
+        tenant: TenantId::parse(row.tenant_id.clone()).map_err(|e| corrupt("tenant id", e))?,
+        correlation_id: CorrelationId::parse(row.correlation_id.clone())
+            .map_err(|e| corrupt("correlation id", e))?,
+        execution_id: ExecutionId::parse(row.execution_id.clone())
+            .map_err(|e| corrupt("execution id", e))?,
+        node_id: NodeId::parse(row.node_id.clone()).map_err(|e| corrupt("node id", e))?,
+    })
+}
+
+fn stored(row: &waits::Model, state: WaitState) -> StoredWait {
+    StoredWait {
         state,
         version: row.version,
-        idempotency_key: row.idempotency_key,
-        workflow_id: row.workflow_id,
+        idempotency_key: row.idempotency_key.clone(),
+        workflow_id: row.workflow_id.clone(),
         updated_at: Timestamp::from_millis(row.updated_at),
-    })
+    }
+}
+
+/// A wait row that could not be read, made readable again by [`repair_wait`].
+pub(crate) struct RepairedWait {
+    /// The wait as it is to be stored (its version one more than the row's).
+    pub(crate) wait: StoredWait,
+    /// Its resume, when the repair decided it (it was open): outcome `failed`.
+    pub(crate) resume: Option<ResumeRecord>,
+}
+
+/// What an unreadable wait row becomes: its identity from its columns; its spec when that can
+/// be read, else one without sources whose timeout is the row's; what it received when its
+/// progress can be read; and decided — as it was, or `failed` with `reason` at `now` when it
+/// was open. `Err` when even its identity cannot be read.
+pub(crate) fn repair_wait(
+    row: &waits::Model,
+    reason: &str,
+    now: Timestamp,
+) -> Result<RepairedWait, StoreError> {
+    let key = wait_key(row)?;
+    let spec = serde_json::from_str::<WaitSpec>(&row.spec).unwrap_or_else(|_| WaitSpec {
+        sources: Vec::new(),
+        disabled: Vec::new(),
+        strategy: Strategy::All,
+        condition: Condition::All(Vec::new()),
+        timeout: std::time::Duration::from_millis(
+            u64::try_from(row.deadline.saturating_sub(row.created_at)).unwrap_or(0),
+        ),
+        on_timeout: TimeoutPolicy::Fail,
+    });
+    let progress = serde_json::from_str::<Progress>(&row.progress).ok();
+    let mut state = WaitState {
+        key,
+        spec,
+        created_at: Timestamp::from_millis(row.created_at),
+        deadline: Timestamp::from_millis(row.deadline),
+        received: Vec::new(),
+        ignored: Vec::new(),
+        ignored_total: 0,
+        resolution: None,
+    };
+    if let Some(progress) = progress {
+        state.received = progress.received;
+        state.ignored = progress.ignored;
+        state.ignored_total = progress.ignored_total;
+        state.resolution = progress.resolution;
+    }
+    let mut resume = None;
+    if state.resolution.is_none() {
+        match row.decided_at {
+            // Decided (and announced) already: keep the outcome its status column records.
+            Some(decided_at) => {
+                state.resolution = Some(Resolution {
+                    outcome: outcome_of_status(&row.status).unwrap_or(Outcome::Failed),
+                    decided_at: Timestamp::from_millis(decided_at),
+                    missing: Vec::new(),
+                    reason: Some(reason.to_owned()),
+                })
+            }
+            None => {
+                // Open: it can no longer be decided by its events; the engine hears of it.
+                let _ = state.fail(reason.to_owned(), now);
+                resume = ResumeRecord::of(&state, ResumeId::from_uuid(uuid::Uuid::new_v4()));
+            }
+        }
+    }
+    let mut wait = stored(row, state);
+    wait.version = row.version + 1;
+    wait.updated_at = now;
+    Ok(RepairedWait { wait, resume })
+}
+
+/// The outcome a decided wait's `status` column records.
+fn outcome_of_status(status: &str) -> Option<Outcome> {
+    [
+        Outcome::Completed,
+        Outcome::Partial,
+        Outcome::TimedOut,
+        Outcome::Cancelled,
+        Outcome::Failed,
+    ]
+    .into_iter()
+    .find(|o| o.status().as_str() == status)
 }
 
 pub(crate) fn progress_json(state: &WaitState) -> Result<String, StoreError> {
@@ -133,11 +228,37 @@ pub(crate) fn wait_to_row(wait: &StoredWait) -> Result<waits::ActiveModel, Store
     })
 }
 
-pub(crate) fn resume_from_row(row: resume_outbox::Model) -> Result<ResumeRecord, StoreError> {
+pub(crate) fn resume_from_row(row: &resume_outbox::Model) -> Result<ResumeRecord, StoreError> {
     let mut resume: ResumeRecord =
         serde_json::from_str(&row.resume).map_err(|e| corrupt("resume", e))?;
     resume.attempts = u32::try_from(row.attempts).unwrap_or(0);
     Ok(resume)
+}
+
+/// The resume that replaces an unreadable one: outcome `failed` with `reason`, built from the
+/// outbox row and its wait's columns (without events: they could not be read). `Err` when the
+/// wait's identity cannot be read either.
+pub(crate) fn replacement_resume(
+    row: &resume_outbox::Model,
+    wait: &waits::Model,
+    reason: &str,
+) -> Result<ResumeRecord, StoreError> {
+    let key = wait_key(wait)?;
+    Ok(ResumeRecord {
+        resume_id: ResumeId::from_uuid(row.resume_id),
+        wait_id: key.id,
+        tenant: key.tenant,
+        correlation_id: key.correlation_id,
+        execution_id: key.execution_id,
+        node_id: key.node_id,
+        outcome: Outcome::Failed,
+        events: Vec::new(),
+        missing: Vec::new(),
+        reason: Some(reason.to_owned()),
+        registered_at: Timestamp::from_millis(wait.created_at),
+        decided_at: Timestamp::from_millis(row.created_at),
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+    })
 }
 
 /// What `api_calls.request` holds: the rendered request with the ids the dispatcher needs.
@@ -160,7 +281,7 @@ pub(crate) fn call_json(call: &ApiCallRecord) -> Result<String, StoreError> {
 }
 
 /// The call an `api_calls` row holds.
-pub(crate) fn call_from_row(row: api_calls::Model) -> Result<ApiCallRecord, StoreError> {
+pub(crate) fn call_from_row(row: &api_calls::Model) -> Result<ApiCallRecord, StoreError> {
     let stored: StoredCall =
         serde_json::from_str(&row.request).map_err(|e| corrupt("api call", e))?;
     Ok(ApiCallRecord {

@@ -282,6 +282,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Marks a call done.
     async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError>;
 
+    /// Puts calls `owner` claimed but did not attempt (their destination was busy) back in the
+    /// outbox, due at `next_attempt_at`, without counting the claim as an attempt.
+    async fn defer_api_calls(
+        &self,
+        owner: &LeaseOwner,
+        wait_ids: &[WaitId],
+        next_attempt_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     /// Puts a call back for another attempt at `next_attempt_at`, recording the error.
     async fn retry_api_call(
         &self,

@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use super::{batch_index, batch_params};
 use crate::entities::waits;
-use crate::rows::{db_err, wait_from_row};
+use crate::rows::db_err;
+use crate::signal::SqlResumeSignal;
+use crate::store::read_found;
 
 /// A batch of lookups: each wait found comes back with the `batch_n` of the lookup it answers.
 const FIND_WAITS_SQL: &str = include_str!("sql/find_waits.sql");
@@ -19,10 +21,12 @@ pub(super) struct FindRow {
     pub(super) correlation_id: String,
 }
 
-/// Looks up a batch of correlation ids in one statement. A corrupt row fails its own lookup
-/// only; a failed statement fails them all.
+/// Looks up a batch of correlation ids in one statement. A row that cannot be read is marked
+/// (see `store/unreadable.rs`) and affects its own lookup only; a failed statement fails them
+/// all.
 pub(super) async fn find_waits(
     conn: &DatabaseConnection,
+    signal: &SqlResumeSignal,
     rows: Vec<FindRow>,
 ) -> Vec<Result<Option<StoredWait>, StoreError>> {
     let found = async {
@@ -38,10 +42,10 @@ pub(super) async fn find_waits(
             rows.iter().map(|_| Ok(None)).collect();
         for row in found {
             let n = batch_index(&row, "batch_n", results.len())?;
-            results[n] = waits::Model::from_query_result(&row, "")
-                .map_err(db_err)
-                .and_then(wait_from_row)
-                .map(Some);
+            results[n] = match waits::Model::from_query_result(&row, "").map_err(db_err) {
+                Ok(row) => read_found(conn, signal, Some(row)).await,
+                Err(e) => Err(e),
+            };
         }
         Ok::<_, StoreError>(results)
     }

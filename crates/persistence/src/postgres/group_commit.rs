@@ -50,10 +50,10 @@ impl Batchers {
             let (c, s) = (c.clone(), s.clone());
             async move { apply_changes(&c, &s, rows).await }
         });
-        let c = conn.clone();
+        let (c, s) = (conn.clone(), signal.clone());
         let finds = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
-            let c = c.clone();
-            async move { find_waits(&c, rows).await }
+            let (c, s) = (c.clone(), s.clone());
+            async move { find_waits(&c, &s, rows).await }
         });
         let (c, s) = (conn.clone(), signal.clone());
         let fresh = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {

@@ -10,6 +10,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
+use super::unreadable;
 use crate::entities::{early_events, quarantined_events};
 use crate::rows::{BufferStatus, db_err, json};
 
@@ -68,7 +69,8 @@ pub(super) async fn buffer_event(
     Ok(inserted == 1)
 }
 
-/// The pending events of a correlation id whose TTL has not passed, oldest first.
+/// The pending events of a correlation id whose TTL has not passed, oldest first. An event
+/// that cannot be read is quarantined and expired (`unreadable.rs`) and left out.
 pub(super) async fn pending(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
@@ -84,18 +86,22 @@ pub(super) async fn pending(
         .all(conn)
         .await
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|row| {
-            let event: IncomingEvent = serde_json::from_str(&row.event).map_err(|e| {
-                StoreError::Other(format!("corrupt buffered event {}: {e}", row.id))
-            })?;
-            Ok(BufferedEvent {
+    let mut pending = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match serde_json::from_str::<IncomingEvent>(&row.event) {
+            Ok(event) => pending.push(BufferedEvent {
                 id: row.id,
                 event,
                 expires_at: Timestamp::from_millis(row.expires_at),
-            })
-        })
-        .collect()
+            }),
+            // Set aside, so that the registration goes on without it.
+            Err(e) => {
+                let error = StoreError::Other(format!("buffered event {}: {e}", row.id));
+                unreadable::expire_buffered(conn, row, &error, now).await?;
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// Marks buffered events as applied to a wait.

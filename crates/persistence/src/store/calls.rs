@@ -11,6 +11,7 @@ use sea_orm::{
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
+use super::unreadable;
 use crate::entities::api_calls;
 use crate::rows::{CallStatus, call_from_row, call_json, db_err};
 
@@ -42,7 +43,7 @@ pub(super) async fn insert(
 /// `now + lease`, counting the attempt: one `UPDATE ... WHERE wait_id IN (SELECT ... LIMIT)
 /// RETURNING *`, whose subquery skips rows other dispatchers hold on PostgreSQL
 /// (`FOR UPDATE SKIP LOCKED`; SQLite runs one writer at a time). A call that cannot be read
-/// is logged and skipped; it stays leased and comes back after the lease.
+/// is failed and set aside (`unreadable.rs`).
 pub(super) async fn claim(
     conn: &impl ConnectionTrait,
     owner: &str,
@@ -84,11 +85,10 @@ pub(super) async fn claim(
     let mut calls = Vec::with_capacity(rows.len());
     for row in &rows {
         let row = api_calls::Model::from_query_result(row, "").map_err(db_err)?;
-        let wait_id = row.wait_id;
-        match call_from_row(row) {
+        match call_from_row(&row) {
             Ok(call) => calls.push(call),
-            Err(e) => {
-                tracing::error!(%wait_id, error = %e, "cannot read an api call from the outbox; skipping it")
+            Err(error) => {
+                unreadable::fail_call(conn, &row, &error, Timestamp::from_millis(now)).await?
             }
         }
     }
@@ -102,6 +102,47 @@ pub(super) async fn finish(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     settle(conn, wait_id, CallStatus::Done, None, None, now).await
+}
+
+/// Puts calls `owner` claimed but did not attempt back in the outbox, due at
+/// `next_attempt_at`: the lease freed and the claim's attempt uncounted. Calls no longer
+/// pending or leased to someone else are left alone.
+pub(super) async fn defer(
+    conn: &impl ConnectionTrait,
+    owner: &str,
+    wait_ids: &[WaitId],
+    next_attempt_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if wait_ids.is_empty() {
+        return Ok(());
+    }
+    let attempts_minus_one = {
+        use sea_orm::sea_query::ExprTrait;
+        Expr::col(api_calls::Column::Attempts).sub(1)
+    };
+    api_calls::Entity::update_many()
+        .col_expr(api_calls::Column::Attempts, attempts_minus_one)
+        .col_expr(
+            api_calls::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            api_calls::Column::LeaseUntil,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            api_calls::Column::NextAttemptAt,
+            Expr::value(next_attempt_at.as_millis()),
+        )
+        .col_expr(api_calls::Column::UpdatedAt, Expr::value(now.as_millis()))
+        .filter(api_calls::Column::WaitId.is_in(wait_ids.iter().map(|id| id.as_uuid())))
+        .filter(api_calls::Column::Status.eq(CallStatus::Pending.as_str()))
+        .filter(api_calls::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// Puts a call back for another attempt at `next_attempt_at`, recording the error.

@@ -6,6 +6,7 @@ use rendezvous_ports::{Quarantined, StoreError, TopicFields};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder, QuerySelect};
 
+use super::unreadable;
 use crate::entities::{kafka_topics, quarantined_events};
 use crate::rows::db_err;
 
@@ -80,27 +81,31 @@ pub(super) async fn remember_topic(
     Ok(())
 }
 
-/// Every topic registered waits listen on, with its id fields.
+/// Every topic registered waits listen on, with its id fields. A row whose fields cannot be
+/// read is removed and quarantined (`unreadable.rs`), stamped `now`.
 pub(super) async fn kafka_topics(
     conn: &impl ConnectionTrait,
+    now: Timestamp,
 ) -> Result<Vec<TopicFields>, StoreError> {
     let rows = kafka_topics::Entity::find()
         .order_by_asc(kafka_topics::Column::Topic)
         .all(conn)
         .await
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|row| {
-            let path = |raw: String| {
-                FieldPath::parse(raw).map_err(|e| {
-                    StoreError::Other(format!("corrupt field path in kafka_topics: {e}"))
-                })
-            };
-            Ok(TopicFields {
-                correlation_field: path(row.correlation_field)?,
-                execution_field: path(row.execution_field)?,
-                topic: row.topic,
-            })
-        })
-        .collect()
+    let mut topics = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let path = |raw: &str| {
+            FieldPath::parse(raw.to_owned())
+                .map_err(|e| StoreError::Other(format!("field path of topic {}: {e}", row.topic)))
+        };
+        match path(&row.correlation_field).and_then(|c| Ok((c, path(&row.execution_field)?))) {
+            Ok((correlation_field, execution_field)) => topics.push(TopicFields {
+                topic: row.topic.clone(),
+                correlation_field,
+                execution_field,
+            }),
+            Err(error) => unreadable::drop_topic(conn, row, &error, now).await?,
+        }
+    }
+    Ok(topics)
 }

@@ -9,6 +9,7 @@ mod events;
 mod inbox;
 mod resumes;
 mod tx;
+mod unreadable;
 mod waits;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use sea_orm::DatabaseConnection;
 
 pub use self::tx::SqlTx;
 pub(crate) use self::tx::correlation_lock_key;
+pub(crate) use self::waits::one as read_found;
 use crate::postgres::Batchers;
 use crate::signal::SqlResumeSignal;
 
@@ -89,7 +91,7 @@ impl Store for SqlStore {
     }
 
     async fn get_wait(&self, id: WaitId) -> Result<Option<StoredWait>, StoreError> {
-        waits::get(&self.conn, id).await
+        waits::get(&self.conn, &self.signal, id).await
     }
 
     async fn find_wait(
@@ -99,12 +101,12 @@ impl Store for SqlStore {
     ) -> Result<Option<StoredWait>, StoreError> {
         match &self.batchers {
             Some(batchers) => batchers.find_wait(tenant, correlation_id).await,
-            None => waits::find(&self.conn, tenant, correlation_id).await,
+            None => waits::find(&self.conn, &self.signal, tenant, correlation_id).await,
         }
     }
 
     async fn list_waits(&self, query: &WaitQuery) -> Result<Page<StoredWait>, StoreError> {
-        waits::list(&self.conn, query).await
+        waits::list(&self.conn, &self.signal, query).await
     }
 
     async fn expire_buffered(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -112,7 +114,7 @@ impl Store for SqlStore {
     }
 
     async fn kafka_topics(&self) -> Result<Vec<TopicFields>, StoreError> {
-        events::kafka_topics(&self.conn).await
+        events::kafka_topics(&self.conn, unreadable::wall_clock()).await
     }
 
     async fn quarantine(&self, event: &Quarantined) -> Result<(), StoreError> {
@@ -135,6 +137,16 @@ impl Store for SqlStore {
 
     async fn finish_api_call(&self, wait_id: WaitId, now: Timestamp) -> Result<(), StoreError> {
         calls::finish(&self.conn, wait_id, now).await
+    }
+
+    async fn defer_api_calls(
+        &self,
+        owner: &LeaseOwner,
+        wait_ids: &[WaitId],
+        next_attempt_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        calls::defer(&self.conn, owner.as_str(), wait_ids, next_attempt_at, now).await
     }
 
     async fn retry_api_call(

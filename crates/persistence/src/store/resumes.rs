@@ -11,6 +11,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
+use super::unreadable;
 use crate::entities::resume_outbox;
 use crate::rows::{db_err, json, resume_from_row};
 use crate::signal::SqlResumeSignal;
@@ -59,8 +60,8 @@ pub(super) async fn insert(
 /// when given) to `owner` until `now + lease`, oldest first, counting the attempt: one
 /// `UPDATE ... WHERE resume_id IN (SELECT ... LIMIT) RETURNING *`, whose subquery skips rows
 /// other streams hold on PostgreSQL (`FOR UPDATE SKIP LOCKED`; SQLite runs one writer at a
-/// time). A resume that cannot be read is logged and skipped; it stays leased and comes back
-/// after the lease.
+/// time). A resume that cannot be read is replaced by a `failed` one (`unreadable.rs`), which
+/// is delivered instead.
 pub(super) async fn claim(
     conn: &impl ConnectionTrait,
     owner: &str,
@@ -106,15 +107,19 @@ pub(super) async fn claim(
         .map(|row| resume_outbox::Model::from_query_result(row, "").map_err(db_err))
         .collect::<Result<Vec<_>, _>>()?;
     claimed.sort_by_key(|r| r.created_at);
-    Ok(claimed
-        .into_iter()
-        .filter_map(|row| {
-            let resume_id = row.resume_id;
-            resume_from_row(row)
-                .inspect_err(|e| tracing::error!(%resume_id, error = %e, "cannot read a resume from the outbox; skipping it"))
-                .ok()
-        })
-        .collect())
+    let mut resumes = Vec::with_capacity(claimed.len());
+    for row in &claimed {
+        match resume_from_row(row) {
+            Ok(resume) => resumes.push(resume),
+            Err(error) => {
+                let replaced =
+                    unreadable::replace_resume(conn, row, &error, Timestamp::from_millis(now))
+                        .await?;
+                resumes.extend(replaced);
+            }
+        }
+    }
+    Ok(resumes)
 }
 
 /// Acknowledges resumes: they are never delivered again. Returns how many were still

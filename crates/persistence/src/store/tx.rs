@@ -90,7 +90,15 @@ impl StoreTx for SqlTx {
         node_id: &NodeId,
         idempotency_key: &str,
     ) -> Result<Option<StoredWait>, StoreError> {
-        waits::find_by_idempotency(&self.tx, tenant, execution_id, node_id, idempotency_key).await
+        waits::find_by_idempotency(
+            &self.tx,
+            &self.signal,
+            tenant,
+            execution_id,
+            node_id,
+            idempotency_key,
+        )
+        .await
     }
 
     async fn find_wait(
@@ -98,7 +106,7 @@ impl StoreTx for SqlTx {
         tenant: &TenantId,
         correlation_id: &CorrelationId,
     ) -> Result<Option<StoredWait>, StoreError> {
-        waits::find(&self.tx, tenant, correlation_id).await
+        waits::find(&self.tx, &self.signal, tenant, correlation_id).await
     }
 
     async fn insert_wait(&mut self, wait: &StoredWait) -> Result<(), StoreError> {
@@ -118,7 +126,7 @@ impl StoreTx for SqlTx {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<StoredWait>, StoreError> {
-        waits::claim_due(&self.tx, now, limit).await
+        waits::claim_due(&self.tx, &self.signal, now, limit).await
     }
 
     async fn record_processed(

@@ -6,64 +6,81 @@ use rendezvous_ports::{Page, StoreError, StoredWait, WaitQuery};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 
+use super::unreadable::{read_wait, read_waits, wall_clock};
 use crate::entities::waits;
-use crate::rows::{db_err, progress_json, wait_from_row, wait_to_row};
+use crate::rows::{db_err, progress_json, wait_to_row};
+use crate::signal::SqlResumeSignal;
+
+/// The wait a row found by a lookup holds; an unreadable row is marked (`unreadable.rs`) and
+/// comes back readable, or as an error naming what could not be read.
+pub(crate) async fn one<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
+    row: Option<waits::Model>,
+) -> Result<Option<StoredWait>, StoreError> {
+    match row {
+        Some(row) => read_wait(conn, signal, &row, wall_clock()).await.map(Some),
+        None => Ok(None),
+    }
+}
 
 /// A wait by id.
-pub(super) async fn get(
-    conn: &impl ConnectionTrait,
+pub(super) async fn get<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
     id: WaitId,
 ) -> Result<Option<StoredWait>, StoreError> {
-    waits::Entity::find_by_id(id.as_uuid())
+    let row = waits::Entity::find_by_id(id.as_uuid())
         .one(conn)
         .await
-        .map_err(db_err)?
-        .map(wait_from_row)
-        .transpose()
+        .map_err(db_err)?;
+    one(conn, signal, row).await
 }
 
 /// A wait by correlation id.
-pub(super) async fn find(
-    conn: &impl ConnectionTrait,
+pub(super) async fn find<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
     tenant: &TenantId,
     correlation_id: &CorrelationId,
 ) -> Result<Option<StoredWait>, StoreError> {
-    waits::Entity::find()
+    let row = waits::Entity::find()
         .filter(waits::Column::TenantId.eq(tenant.as_str()))
         .filter(waits::Column::CorrelationId.eq(correlation_id.as_str()))
         .one(conn)
         .await
-        .map_err(db_err)?
-        .map(wait_from_row)
-        .transpose()
+        .map_err(db_err)?;
+    one(conn, signal, row).await
 }
 
 /// The wait registered under an idempotency identity.
-pub(super) async fn find_by_idempotency(
-    conn: &impl ConnectionTrait,
+pub(super) async fn find_by_idempotency<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
     tenant: &TenantId,
     execution_id: &ExecutionId,
     node_id: &NodeId,
     idempotency_key: &str,
 ) -> Result<Option<StoredWait>, StoreError> {
-    waits::Entity::find()
+    let row = waits::Entity::find()
         .filter(waits::Column::TenantId.eq(tenant.as_str()))
         .filter(waits::Column::ExecutionId.eq(execution_id.as_str()))
         .filter(waits::Column::NodeId.eq(node_id.as_str()))
         .filter(waits::Column::IdempotencyKey.eq(idempotency_key))
         .one(conn)
         .await
-        .map_err(db_err)?
-        .map(wait_from_row)
-        .transpose()
+        .map_err(db_err)?;
+    one(conn, signal, row).await
 }
 
-/// A page of waits, newest first (by creation time, then id, descending).
-pub(super) async fn list(
-    conn: &impl ConnectionTrait,
+/// A page of waits, newest first (by creation time, then id, descending). A row that cannot
+/// be read is marked and listed as marked, or left out when it cannot be marked.
+pub(super) async fn list<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
     query: &WaitQuery,
 ) -> Result<Page<StoredWait>, StoreError> {
     let mut select = waits::Entity::find();
@@ -101,13 +118,18 @@ pub(super) async fn list(
         .map_err(db_err)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let items = rows
-        .into_iter()
-        .map(wait_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    // Where the next page starts, from the rows (a row left out still counts).
     let next = more
-        .then(|| items.last().map(|w| (w.state.created_at, w.state.key.id)))
+        .then(|| {
+            rows.last().map(|r| {
+                (
+                    Timestamp::from_millis(r.created_at),
+                    WaitId::from_uuid(r.id),
+                )
+            })
+        })
         .flatten();
+    let items = read_waits(conn, signal, rows, wall_clock()).await?;
     Ok(Page { items, next })
 }
 
@@ -152,9 +174,11 @@ pub(super) async fn update(
 
 /// Open waits past their deadline, earliest first. On PostgreSQL they stay locked until the
 /// transaction ends, and other sweepers skip them (`FOR UPDATE SKIP LOCKED`); SQLite has no row
-/// locks and runs one writer at a time.
-pub(super) async fn claim_due(
-    conn: &impl ConnectionTrait,
+/// locks and runs one writer at a time. A row that cannot be read is marked decided in this
+/// transaction (`unreadable.rs`) and left out: it never stops the sweep of the others.
+pub(super) async fn claim_due<C: ConnectionTrait + TransactionTrait>(
+    conn: &C,
+    signal: &SqlResumeSignal,
     now: Timestamp,
     limit: u32,
 ) -> Result<Vec<StoredWait>, StoreError> {
@@ -166,11 +190,8 @@ pub(super) async fn claim_due(
     if conn.get_database_backend() == DbBackend::Postgres {
         select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    select
-        .all(conn)
-        .await
-        .map_err(db_err)?
-        .into_iter()
-        .map(wait_from_row)
-        .collect()
+    let rows = select.all(conn).await.map_err(db_err)?;
+    let mut due = read_waits(conn, signal, rows, now).await?;
+    due.retain(|w| w.state.resolution.is_none());
+    Ok(due)
 }

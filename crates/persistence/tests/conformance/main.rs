@@ -13,6 +13,7 @@ mod group_commit;
 mod resumes;
 mod signal;
 mod support;
+mod unreadable;
 mod waits;
 
 use rendezvous_persistence::testing::Backend;
@@ -51,4 +52,9 @@ conformance!(
     group_commit::fresh_waits_are_inserted_only_when_nothing_came_before,
     group_commit::concurrent_requests_each_get_their_own_outcome,
     database::migrations_are_idempotent,
+    unreadable::an_unreadable_wait_stops_no_sweep,
+    unreadable::an_unreadable_wait_stops_no_listing_or_lookup,
+    unreadable::an_unreadable_resume_stops_no_feed,
+    unreadable::an_unreadable_early_event_stops_no_registration,
+    unreadable::unreadable_calls_and_topics_stop_nothing_else,
 );

@@ -72,6 +72,19 @@ pub(crate) fn event(key: &str) -> IncomingEvent {
     }
 }
 
+/// Runs SQL straight on the database, past the store (to write rows it would never write).
+pub(crate) async fn sql(db: &TestDatabase, statement: &str) {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(db.url.as_str()).await.unwrap();
+    conn.execute_unprepared(statement).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+/// JSON nested `depth` levels deep: valid, but deeper than the store's decoder reads.
+pub(crate) fn deep_json(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
 /// Inserts a wait in a transaction of its own.
 pub(crate) async fn insert(store: &SqlStore, w: &StoredWait) {
     let mut tx = store.begin().await.unwrap();
