@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SourceName, is_reserved_word};
+use crate::limits::{MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH};
 
 /// A monotone condition over the set of satisfied sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,12 +69,22 @@ impl Condition {
     /// and  := atom (("&&" | "and") atom)*
     /// atom := source | "(" expr ")" | N "of" "(" expr ("," expr)* ")"
     /// ```
+    ///
+    /// At most [`MAX_EXPRESSION_BYTES`] long and [`MAX_EXPRESSION_DEPTH`] parentheses deep, so
+    /// no expression can exhaust the stack of the parser or of a later walk over the tree.
     pub fn parse_expression(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!(
+                "is {} bytes, over the limit of {MAX_EXPRESSION_BYTES} bytes",
+                text.len()
+            ));
+        }
         let tokens = tokenize(text)?;
         let mut parser = Parser {
             tokens,
             pos: 0,
             len: text.len(),
+            depth: 0,
         };
         let condition = parser.or()?;
         match parser.peek() {
@@ -215,6 +226,8 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
     len: usize,
+    /// How many parentheses the parser is inside.
+    depth: usize,
 }
 
 impl Parser {
@@ -267,6 +280,23 @@ impl Parser {
         })
     }
 
+    /// Parses what is inside one more pair of parentheses, refusing to nest past the limit.
+    fn nested<T>(
+        &mut self,
+        at: usize,
+        inner: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        if self.depth == MAX_EXPRESSION_DEPTH {
+            return Err(format!(
+                "at {at}: nests deeper than the limit of {MAX_EXPRESSION_DEPTH} parentheses"
+            ));
+        }
+        self.depth += 1;
+        let result = inner(self);
+        self.depth -= 1;
+        result
+    }
+
     fn atom(&mut self) -> Result<Condition, String> {
         let (at, token) = self.next("a source name, '(' or 'N of (...)'")?;
         match token {
@@ -278,20 +308,23 @@ impl Parser {
                     .map(Condition::Source)
                     .map_err(|e| format!("at {at}: {e}"))
             }
-            Token::Open => {
-                let inner = self.or()?;
-                self.expect(Token::Close)?;
+            Token::Open => self.nested(at, |p| {
+                let inner = p.or()?;
+                p.expect(Token::Close)?;
                 Ok(inner)
-            }
+            }),
             Token::Number(k) => {
                 self.expect(Token::Of)?;
                 self.expect(Token::Open)?;
-                let mut of = vec![self.or()?];
-                while matches!(self.peek(), Some((_, Token::Comma))) {
-                    self.pos += 1;
-                    of.push(self.or()?);
-                }
-                self.expect(Token::Close)?;
+                let of = self.nested(at, |p| {
+                    let mut of = vec![p.or()?];
+                    while matches!(p.peek(), Some((_, Token::Comma))) {
+                        p.pos += 1;
+                        of.push(p.or()?);
+                    }
+                    p.expect(Token::Close)?;
+                    Ok(of)
+                })?;
                 if k == 0 || k > of.len() {
                     return Err(format!(
                         "at {at}: {k} of {} parts can never be met sensibly (k must be 1..={})",
@@ -334,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn nesting_to_the_limit_parses_and_round_trips_through_serde() {
+        let deepest = format!("{}api{}", "(".repeat(16), ")".repeat(16));
+        assert_eq!(
+            Condition::parse_expression(&deepest).unwrap(),
+            Condition::Source(SourceName::api())
+        );
+        let deepest = format!("{}api{}", "1 of (".repeat(16), ")".repeat(16));
+        let c = Condition::parse_expression(&deepest).unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Condition>(&json).unwrap(), c);
+    }
+
+    #[test]
     fn k_of_n() {
         let c = Condition::parse_expression("2 of (a, b, c && d)").unwrap();
         assert_eq!(c.to_string(), "2 of (a, b, c && d)");
@@ -357,6 +403,18 @@ mod tests {
             ("Api", "at 0: source name: must start with a lowercase"),
             ("a # b", "unexpected character '#'"),
             ("", "expected a source name"),
+            (
+                format!("{}api{}", "(".repeat(17), ")".repeat(17)).as_str(),
+                "at 16: nests deeper than the limit of 16 parentheses",
+            ),
+            (
+                format!("{}api{}", "1 of (".repeat(580), ")".repeat(580)).as_str(),
+                "nests deeper than the limit of 16 parentheses",
+            ),
+            (
+                "a || ".repeat(1000).as_str(),
+                "over the limit of 4096 bytes",
+            ),
         ] {
             let err = Condition::parse_expression(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");

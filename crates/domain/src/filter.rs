@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::MAX_FILTER_CLAUSES;
 use crate::path::FieldPath;
 use crate::problems::{Problems, child, json_kind};
 
@@ -136,6 +137,15 @@ impl Filter {
                     predicate: Predicate::Eq(other.clone()),
                 }),
             }
+        }
+        if clauses.len() > MAX_FILTER_CLAUSES {
+            problems.push(
+                at,
+                format!(
+                    "has {} clauses, over the limit of {MAX_FILTER_CLAUSES}",
+                    clauses.len()
+                ),
+            );
         }
         Self { clauses }
     }

@@ -9,6 +9,7 @@ pub mod destination;
 pub mod event;
 pub mod filter;
 pub mod ids;
+pub mod limits;
 pub mod path;
 pub mod problems;
 pub mod request;
@@ -23,6 +24,7 @@ pub use ids::{
     CorrelationId, EventKey, ExecutionId, IdError, IdempotencyKey, LeaseOwner, NodeId, ResumeId,
     SourceName, TenantId, Timestamp, WaitId,
 };
+pub use limits::{JsonError, parse_json, parse_json_slice};
 pub use path::FieldPath;
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use request::ApiRequest;

@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::MAX_PATH_BYTES;
+
 /// A path into a JSON value: segments separated by `.`; a numeric segment also indexes arrays.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -13,11 +15,17 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
-    /// Parses `a.b.c`. Segments must be non-empty.
+    /// Parses `a.b.c`. Segments must be non-empty; the whole at most [`MAX_PATH_BYTES`].
     pub fn parse(raw: impl Into<String>) -> Result<Self, String> {
         let raw = raw.into();
         if raw.is_empty() {
             return Err("must not be empty".into());
+        }
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(format!(
+                "is {} bytes, over the limit of {MAX_PATH_BYTES} bytes",
+                raw.len()
+            ));
         }
         if raw.split('.').any(str::is_empty) {
             return Err(format!("{raw:?} has an empty segment"));

@@ -5,12 +5,14 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::event::{Channel, IncomingEvent, ReceivedEvent};
 use crate::filter::FilterMiss;
 use crate::ids::{
     CorrelationId, EventKey, ExecutionId, NodeId, SourceName, TenantId, Timestamp, WaitId,
 };
+use crate::limits::{MAX_WAIT_PAYLOAD_BYTES, encoded_len};
 use crate::spec::{SourceKind, SourceSpec, TimeoutPolicy, WaitSpec};
 
 /// How many ignored events a wait keeps for inspection (the oldest are dropped first; the
@@ -167,6 +169,16 @@ pub enum IgnoreReason {
         /// The wait's status when the event arrived.
         status: WaitStatus,
     },
+    /// Accepting it would make the wait's events, and so its resume, larger than
+    /// [`MAX_WAIT_PAYLOAD_BYTES`]. Never applied.
+    OverWaitLimit {
+        /// The source it would have counted for.
+        source: SourceName,
+        /// The wait's event bytes had it been accepted.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for IgnoreReason {
@@ -201,6 +213,14 @@ impl fmt::Display for IgnoreReason {
             } => write!(f, "filtered out by source {source}: {path}: {reason}"),
             Self::AlreadySatisfied { source } => write!(f, "source {source} already has an event"),
             Self::Late { status } => write!(f, "late: the wait is already {status}"),
+            Self::OverWaitLimit {
+                source,
+                size,
+                limit,
+            } => write!(
+                f,
+                "too large for source {source}: the wait's events would total {size} bytes, over the limit of {limit} bytes per wait"
+            ),
         }
     }
 }
@@ -365,7 +385,10 @@ impl WaitState {
                 changed: timed_out.is_some(),
             };
         }
-        match self.evaluate(&event) {
+        match self
+            .evaluate(&event)
+            .and_then(|source| self.check_size(source, &event.payload))
+        {
             Ok(source) => {
                 self.received.push(ReceivedEvent {
                     source: source.clone(),
@@ -460,6 +483,25 @@ impl WaitState {
             path: miss.path,
             reason: miss.reason,
         })
+    }
+
+    /// Refuses an event that would make the wait's events larger than
+    /// [`MAX_WAIT_PAYLOAD_BYTES`] (measured as encoded JSON).
+    fn check_size(&self, source: SourceName, payload: &Value) -> Result<SourceName, IgnoreReason> {
+        let size = self
+            .received
+            .iter()
+            .map(|r| encoded_len(&r.payload))
+            .sum::<usize>()
+            + encoded_len(payload);
+        if size > MAX_WAIT_PAYLOAD_BYTES {
+            return Err(IgnoreReason::OverWaitLimit {
+                source,
+                size,
+                limit: MAX_WAIT_PAYLOAD_BYTES,
+            });
+        }
+        Ok(source)
     }
 
     /// Records an ignored event unless the same event was already recorded for the same

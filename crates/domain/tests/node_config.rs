@@ -384,3 +384,89 @@ fn no_enabled_source_means_no_waiting() {
         assert_eq!(spec.condition, Condition::All(vec![]));
     }
 }
+
+/// Hostile documents are refused with the limit they broke, never a crash.
+#[test]
+fn hostile_configs_are_refused_naming_the_limit() {
+    let text = r#"{"type": "wait_events", "type": "other", "data": {}}"#;
+    let err = WaitSpec::from_json_str(text).unwrap_err().to_string();
+    assert!(err.contains("duplicate key \"type\""), "{err}");
+
+    let deep = format!(
+        r#"{{"type": "wait_events", "data": {{"apiCall": {{"url": "https://x.example/a", "body": {}1{}}}}}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    let err = WaitSpec::from_json_str(&deep).unwrap_err().to_string();
+    assert!(
+        err.contains("nests deeper than the limit of 64 levels"),
+        "{err}"
+    );
+
+    let sources: serde_json::Map<String, Value> = (0..65)
+        .map(|i| (format!("s{i}"), json!({"type": "callback"})))
+        .collect();
+    let err = errors(json!({"type": "wait_events", "data": {"sources": sources}})).to_string();
+    assert!(
+        err.contains("declares 65 sources, over the limit of 64 sources per wait"),
+        "{err}"
+    );
+
+    // The expression that aborted the process: 3,000 parentheses deep.
+    let expression = format!("{}api{}", "(".repeat(3000), ")".repeat(3000));
+    let err = errors(json!({"type": "wait_events", "data": {
+        "apiCall": {"url": "https://x.example/a"},
+        "aggregationStrategy": {"type": "expression", "expression": expression}
+    }}))
+    .to_string();
+    assert!(err.contains("over the limit of 4096 bytes"), "{err}");
+    let expression = format!("{}api{}", "(".repeat(100), ")".repeat(100));
+    let err = errors(json!({"type": "wait_events", "data": {
+        "apiCall": {"url": "https://x.example/a"},
+        "aggregationStrategy": {"type": "expression", "expression": expression}
+    }}))
+    .to_string();
+    assert!(
+        err.contains("nests deeper than the limit of 16 parentheses"),
+        "{err}"
+    );
+
+    let clauses: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("f{i}"), json!(1))).collect();
+    let err = errors(json!({"type": "wait_events", "data": {
+        "sources": {"cb": {"type": "callback", "filter": clauses}}
+    }}))
+    .to_string();
+    assert!(
+        err.contains("has 65 clauses, over the limit of 64"),
+        "{err}"
+    );
+}
+
+/// Whatever is accepted at the limits can be stored and read back (the stored form nests the
+/// config a few levels deeper than it came).
+#[test]
+fn a_spec_at_the_limits_round_trips_through_json() {
+    let body = format!("{}1{}", "[".repeat(60), "]".repeat(60));
+    let expression = format!("{}api{}", "1 of (".repeat(16), ")".repeat(16));
+    let text = format!(
+        r#"{{"type": "wait_events", "data": {{"apiCall": {{"url": "https://x.example/a", "body": {{"x": {body}}}}},
+            "aggregationStrategy": {{"type": "expression", "expression": "{expression}"}}}}}}"#
+    );
+    let spec = WaitSpec::from_json_str(&text).unwrap();
+    let state = WaitState::register(
+        WaitKey {
+            id: WaitId::from_uuid(uuid::Uuid::from_u128(7)),
+            tenant: TenantId::default_tenant(),
+            correlation_id: CorrelationId::parse("c").unwrap(),
+            execution_id: ExecutionId::parse("e").unwrap(),
+            node_id: NodeId::parse("n").unwrap(),
+        },
+        spec,
+        Timestamp::from_millis(0),
+    );
+    let stored = serde_json::to_string(&serde_json::json!({"row": [state]})).unwrap();
+    let back: Value = serde_json::from_str(&stored).expect("the stored form reads back");
+    let back: WaitState = serde_json::from_value(back["row"][0].clone()).unwrap();
+    assert_eq!(back, state);
+}

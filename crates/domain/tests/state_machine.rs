@@ -444,3 +444,41 @@ fn state_round_trips_through_json() {
     let back: WaitState = serde_json::from_str(&text).unwrap();
     assert_eq!(back, w);
 }
+
+/// A wait's events never add up past the per-wait limit, so its resume stays deliverable: the
+/// event that would cross it is recorded as ignored and not applied.
+#[test]
+fn an_event_over_the_wait_limit_is_recorded_not_applied() {
+    let mut sources = serde_json::Map::new();
+    for i in 0..4 {
+        sources.insert(format!("s{i}"), json!({"type": "callback"}));
+    }
+    let mut state = wait(json!({"type": "wait_events", "data": {"sources": sources}}));
+    let big = "x".repeat(1024 * 1024);
+    let event = |i: usize| IncomingEvent {
+        key: EventKey::parse(format!("k{i}")).unwrap(),
+        channel: Channel::Source(SourceName::parse(format!("s{i}")).unwrap()),
+        execution_id: Some(ExecutionId::parse("exec-1").unwrap()),
+        payload: json!({"blob": big}),
+        received_at: at(1),
+    };
+    for i in 0..2 {
+        let step = state.apply(event(i), at(1));
+        assert!(matches!(step.verdict, Verdict::Accepted { .. }), "{step:?}");
+    }
+    let step = state.apply(event(2), at(1));
+    let Verdict::Ignored(IgnoreReason::OverWaitLimit { size, limit, .. }) = &step.verdict else {
+        panic!("expected the size limit, got {:?}", step.verdict);
+    };
+    assert_eq!(*limit, limits::MAX_WAIT_PAYLOAD_BYTES);
+    assert!(*size > *limit);
+    assert!(step.changed && step.decided.is_none());
+    assert_eq!(state.received.len(), 2);
+    assert_eq!(state.ignored.len(), 1);
+    assert!(
+        state.ignored[0]
+            .reason
+            .to_string()
+            .contains("over the limit of 3145728 bytes per wait")
+    );
+}

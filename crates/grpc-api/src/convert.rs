@@ -72,6 +72,7 @@ fn ignore_kind(reason: &IgnoreReason) -> &'static str {
         IgnoreReason::FilteredOut { .. } => "filtered_out",
         IgnoreReason::AlreadySatisfied { .. } => "already_satisfied",
         IgnoreReason::Late { .. } => "late",
+        IgnoreReason::OverWaitLimit { .. } => "over_wait_limit",
     }
 }
 

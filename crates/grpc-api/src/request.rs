@@ -8,7 +8,9 @@ use rendezvous_domain::{
     WaitId,
 };
 use rendezvous_ports::WaitQuery;
-use rendezvous_service::parse::{optional, required, source_name, tenant, tenant_filter};
+use rendezvous_service::parse::{
+    json, label, optional, required, source_name, tenant, tenant_filter,
+};
 use rendezvous_service::{Delivery, RegisterWait, ServiceError, WaitLookup};
 
 use crate::{convert, v1};
@@ -29,7 +31,7 @@ impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
             node_id: required("node_id", &r.node_id, NodeId::parse)?,
             idempotency_key: IdempotencyKey::parse(r.idempotency_key)
                 .map_err(|e| ServiceError::invalid("idempotency_key", e.reason))?,
-            workflow_id: (!r.workflow_id.is_empty()).then_some(r.workflow_id),
+            workflow_id: label("workflow_id", r.workflow_id)?,
             correlation_id: optional("correlation_id", &r.correlation_id, CorrelationId::parse)?,
             input_variables: r.input_variables.into_iter().collect(),
             node_config_json: r.node_config_json,
@@ -53,7 +55,7 @@ impl TryFrom<v1::DeliverApiResponseRequest> for Delivery {
             )?),
             channel: Channel::Source(SourceName::api()),
             size: Delivery::api_size(&headers, &r.body),
-            payload: Delivery::api_payload(r.http_status, headers, &r.body),
+            payload: Delivery::api_payload_checked(r.http_status, headers, &r.body)?,
             event_key: required("idempotency_key", &r.idempotency_key, EventKey::parse)?,
         })
     }
@@ -64,11 +66,7 @@ impl TryFrom<v1::DeliverEventRequest> for Delivery {
 
     fn try_from(r: v1::DeliverEventRequest) -> Result<Self, ServiceError> {
         let source = source_name("source", &r.source)?;
-        if r.payload_json.is_empty() {
-            return Err(ServiceError::invalid("payload_json", "required"));
-        }
-        let payload = serde_json::from_str(&r.payload_json)
-            .map_err(|e| ServiceError::invalid("payload_json", format!("not valid JSON: {e}")))?;
+        let payload = json("payload_json", r.payload_json.as_bytes())?;
         Ok(Self {
             tenant: tenant(&r.tenant_id)?,
             correlation_id: required("correlation_id", &r.correlation_id, CorrelationId::parse)?,
@@ -216,6 +214,27 @@ mod tests {
         assert!(
             e.to_string().starts_with("payload_json: not valid JSON"),
             "{e}"
+        );
+        let e = Delivery::try_from(v1::DeliverApiResponseRequest {
+            correlation_id: "c-1".into(),
+            execution_id: "e-1".into(),
+            http_status: 200,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "idempotency_key: required");
+        let e = Delivery::try_from(v1::DeliverApiResponseRequest {
+            correlation_id: "c-1".into(),
+            execution_id: "e-1".into(),
+            idempotency_key: "k".into(),
+            http_status: 200,
+            body: format!("{}{}", "[".repeat(100), "]".repeat(100)).into_bytes(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "body: nests deeper than the limit of 64 levels"
         );
         let e = WaitLookup::try_from(v1::GetWaitRequest {
             key: Some(v1::get_wait_request::Key::WaitId("not-a-uuid".into())),

@@ -1,36 +1,33 @@
-//! Deciding a wait from outside its events: cancel and fail (by compare-and-set), time out
-//! due waits (claimed with their rows locked), and expire early events nobody claimed.
+//! Deciding a wait from outside its events: cancel (by compare-and-set; a call that failed for
+//! good fails its wait in `calls.rs`), time out due waits (claimed with their rows locked), and
+//! expire early events nobody claimed.
 
-use rendezvous_domain::{Resolution, Timestamp, WaitId, WaitState};
+use rendezvous_domain::limits::MAX_REASON_BYTES;
+use rendezvous_domain::{Resolution, Timestamp, WaitState};
 use rendezvous_ports::{Clock, ResumeSignal, Store, StoreTx, StoredWait};
 
 use crate::service::{Attempt, new_resume, stamp};
 use crate::{ServiceError, WaitLookup, WaitService};
 
 impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
-    /// Cancels an open wait; a decided wait is returned unchanged with `false`.
+    /// Cancels an open wait; a decided wait is returned unchanged with `false`. The reason is
+    /// at most [`MAX_REASON_BYTES`] long.
     pub async fn cancel(
         &self,
         lookup: WaitLookup,
         reason: Option<String>,
     ) -> Result<(StoredWait, bool), ServiceError> {
+        if let Some(size) = reason.as_ref().map(String::len)
+            && size > MAX_REASON_BYTES
+        {
+            return Err(ServiceError::TooLarge {
+                what: "reason".into(),
+                size,
+                limit: MAX_REASON_BYTES,
+            });
+        }
         self.close(&lookup, |state, now| state.cancel(reason.clone(), now))
             .await
-    }
-
-    /// Fails an open wait with a reason (its resume carries outcome `failed`).
-    pub(crate) async fn fail(&self, wait_id: WaitId, reason: String) -> Result<(), ServiceError> {
-        let lookup = WaitLookup::Id {
-            wait_id,
-            tenant: None,
-        };
-        match self
-            .close(&lookup, |state, now| state.fail(reason.clone(), now))
-            .await
-        {
-            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Closes an open wait with `decide` (cancel or fail) by compare-and-set, writing its resume

@@ -1,7 +1,9 @@
 //! Delivering an event: applied to its wait by compare-and-set, or buffered under the
 //! correlation lock until the wait registers.
 
-use rendezvous_domain::{CorrelationId, IncomingEvent, Outcome, TenantId, Verdict, WaitState};
+use rendezvous_domain::{
+    CorrelationId, IgnoreReason, IncomingEvent, Outcome, TenantId, Verdict, WaitState,
+};
 use rendezvous_ports::{ChangeOutcome, Clock, ResumeSignal, Store, StoreTx, WaitChange};
 
 use crate::requests::Effect;
@@ -78,6 +80,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 wait: Box::new(wait),
                 effect,
             })),
+            Err(IgnoreReason::OverWaitLimit { size, limit, .. }) => Err(ServiceError::TooLarge {
+                what: format!(
+                    "with this event, the events of wait {} (recorded, not applied)",
+                    wait.state.key.id
+                ),
+                size,
+                limit,
+            }),
             Err(mismatch) => Err(ServiceError::ExecutionMismatch(format!(
                 "wait {}: {mismatch}; the event was recorded and not applied",
                 wait.state.key.id

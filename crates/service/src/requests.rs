@@ -5,11 +5,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rendezvous_domain::limits::MAX_JSON_DEPTH;
 use rendezvous_domain::{
     Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, IgnoreReason, NodeId, TenantId,
     Verdict, WaitId,
 };
+use rendezvous_domain::{JsonError, parse_json_slice};
 use rendezvous_ports::StoredWait;
+
+use crate::ServiceError;
 use serde_json::Value;
 
 /// A registration request.
@@ -89,11 +93,25 @@ pub struct Delivery {
 
 impl Delivery {
     /// The `api` event of an HTTP response: `{"status", "headers", "body"}` where a JSON body
-    /// stays JSON and any other body becomes a string.
+    /// stays JSON and any other body becomes a string: so does a body nested deeper than
+    /// [`MAX_JSON_DEPTH`] or with a key given twice, which the store could not read back.
     pub fn api_payload(status: u32, headers: BTreeMap<String, String>, body: &[u8]) -> Value {
-        let body = serde_json::from_slice::<Value>(body)
+        let body = parse_json_slice(body, MAX_JSON_DEPTH)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
         serde_json::json!({"status": status, "headers": headers, "body": body})
+    }
+
+    /// [`Delivery::api_payload`] for a body a caller sent: a JSON body nested deeper than
+    /// [`MAX_JSON_DEPTH`] is refused (`body: ...`) rather than kept as text.
+    pub fn api_payload_checked(
+        status: u32,
+        headers: BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<Value, ServiceError> {
+        if let Err(e @ JsonError::TooDeep { .. }) = parse_json_slice(body, MAX_JSON_DEPTH) {
+            return Err(ServiceError::invalid("body", e));
+        }
+        Ok(Self::api_payload(status, headers, body))
     }
 
     /// The received size of an HTTP response: its body plus its header names and values.
@@ -122,8 +140,9 @@ pub enum Delivered {
     },
 }
 
-/// What an event did to the wait it was applied to. An execution-id mismatch is not among
-/// them: it is refused ([`crate::ServiceError::ExecutionMismatch`]).
+/// What an event did to the wait it was applied to. An execution-id mismatch and an event
+/// over the wait's size limit are not among them: they are refused
+/// ([`crate::ServiceError::ExecutionMismatch`], [`crate::ServiceError::TooLarge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Counted for a source; the wait is still open.
@@ -155,8 +174,8 @@ pub enum Ignored {
 }
 
 impl Effect {
-    /// The effect of a verdict; `Err` with the reason when the event belongs to another
-    /// execution (the one verdict that is refused rather than applied).
+    /// The effect of a verdict; `Err` with the reason when the event is refused rather than
+    /// applied: it belongs to another execution, or would make the wait too large.
     pub(crate) fn of(verdict: Verdict) -> Result<Self, IgnoreReason> {
         let ignored = |why, reason: &IgnoreReason| Self::Ignored {
             why,
@@ -167,7 +186,9 @@ impl Effect {
             Verdict::Completed { .. } => Self::Completed,
             Verdict::Duplicate => Self::Duplicate,
             Verdict::Ignored(reason) => match &reason {
-                IgnoreReason::ExecutionMismatch { .. } => return Err(reason),
+                IgnoreReason::ExecutionMismatch { .. } | IgnoreReason::OverWaitLimit { .. } => {
+                    return Err(reason);
+                }
                 IgnoreReason::FilteredOut { .. } => ignored(Ignored::FilteredOut, &reason),
                 IgnoreReason::NoMatchingSource { .. } => {
                     ignored(Ignored::NoMatchingSource, &reason)

@@ -307,3 +307,70 @@ async fn limits_are_refused_naming_the_limit() {
         "{too_big}"
     );
 }
+
+/// The events of one wait never add up past the per-wait limit (its resume must stay
+/// deliverable); a reason is bounded too. Both refusals are RESOURCE_EXHAUSTED-class errors
+/// naming the limit, and the wait stays open and usable.
+#[tokio::test]
+async fn a_wait_and_a_reason_are_bounded() {
+    let h = harness(ServiceConfig::default()).await;
+    let sources: serde_json::Map<String, serde_json::Value> = (0..4)
+        .map(|i| (format!("s{i}"), json!({"type": "callback"})))
+        .collect();
+    let config = json!({"type": "wait_events", "data": {"sources": sources}}).to_string();
+    let wait = h
+        .service
+        .register(registration("exec-1", config))
+        .await
+        .unwrap()
+        .wait;
+    let correlation_id = wait.state.key.correlation_id.clone();
+    let blob = "x".repeat(1000 * 1000);
+    let deliver = |i: usize| {
+        let payload = json!({"blob": blob});
+        Delivery {
+            tenant: TenantId::default_tenant(),
+            correlation_id: correlation_id.clone(),
+            execution_id: Some(ExecutionId::parse("exec-1").unwrap()),
+            channel: Channel::Source(
+                rendezvous_domain::SourceName::parse(format!("s{i}")).unwrap(),
+            ),
+            size: payload.to_string().len(),
+            payload,
+            event_key: EventKey::parse(format!("e-{i}")).unwrap(),
+        }
+    };
+    for i in 0..3 {
+        h.service.deliver(deliver(i)).await.unwrap();
+    }
+    let err = h.service.deliver(deliver(3)).await.unwrap_err();
+    assert!(matches!(err, ServiceError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("over the limit of 3145728 bytes"),
+        "{err}"
+    );
+    let stored = h.service.get(by_id(wait.state.key.id)).await.unwrap();
+    assert_eq!(stored.state.received.len(), 3);
+    assert!(stored.state.is_open());
+    assert!(matches!(
+        stored.state.ignored[0].reason,
+        IgnoreReason::OverWaitLimit { .. }
+    ));
+
+    let err = h
+        .service
+        .cancel(by_id(wait.state.key.id), Some("r".repeat(1025)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("reason is 1025 bytes, over the limit of 1024 bytes"),
+        "{err}"
+    );
+    let (cancelled, closed) = h
+        .service
+        .cancel(by_id(wait.state.key.id), Some("r".repeat(1024)))
+        .await
+        .unwrap();
+    assert!(closed && cancelled.state.status() == WaitStatus::Cancelled);
+}

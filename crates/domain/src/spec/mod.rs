@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::condition::Condition;
 use crate::filter::Filter;
 use crate::ids::SourceName;
+use crate::limits::{MAX_JSON_DEPTH, parse_json};
 use crate::path::FieldPath;
 use crate::problems::{ConfigErrors, Problems};
 
@@ -199,13 +200,14 @@ impl HttpMethod {
 }
 
 impl WaitSpec {
-    /// Parses a node config from JSON text.
+    /// Parses a node config from JSON text: at most [`MAX_JSON_DEPTH`] levels deep, no key
+    /// given twice in one object.
     pub fn from_json_str(text: &str) -> Result<Self, ConfigErrors> {
         let mut problems = Problems::default();
-        let spec = match serde_json::from_str::<Value>(text) {
+        let spec = match parse_json(text, MAX_JSON_DEPTH) {
             Ok(doc) => read::node_config(&doc, &mut problems),
             Err(e) => {
-                problems.push("$", format!("not valid JSON: {e}"));
+                problems.push("$", e.to_string());
                 None
             }
         };

@@ -14,6 +14,7 @@ use super::{
     MAX_TOPIC_LEN, NODE_TYPE, ResponseMode, SourceKind, SourceSpec, TimeoutPolicy, WaitSpec,
 };
 use crate::ids::SourceName;
+use crate::limits::MAX_SOURCES;
 use crate::problems::{Problems, child, json_kind};
 
 /// Reads a node config document. `None` when it is too broken to build a spec; every problem,
@@ -334,6 +335,18 @@ fn parse_extra_sources(value: Value, declared: &mut Vec<Declared>, problems: &mu
         );
         return;
     };
+    // `apiCall` and `kafkaEvent` count too.
+    let room = MAX_SOURCES.saturating_sub(declared.len());
+    if map.len() > room {
+        problems.push(
+            "data.sources",
+            format!(
+                "declares {} sources, over the limit of {MAX_SOURCES} sources per wait",
+                map.len() + declared.len()
+            ),
+        );
+        return;
+    }
     for (key, spec) in map {
         let at = child("data.sources", &key);
         let name = match SourceName::parse(key.as_str()) {
