@@ -8,7 +8,8 @@
 //! Where things are: `database.rs` connects and migrates; `store/` implements the store port,
 //! one module per concern; `postgres/` holds the PostgreSQL group commit and its SQL;
 //! `signal.rs` the resume wake-ups; `rows.rs` the conversions between rows and domain types;
-//! `testing.rs` (feature `test-util`) a fresh database per test.
+//! `text.rs` free text as the databases can store it (NUL characters); `testing.rs` (feature
+//! `test-util`) a fresh database per test.
 //!
 //! The only crate (with `migrations/`) allowed to depend on SeaORM.
 
@@ -21,6 +22,7 @@ mod signal;
 mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod text;
 
 pub use database::{Database, DatabaseConfig, migrate, redact};
 pub use rendezvous_migrations::{Migrator, MigratorTrait};

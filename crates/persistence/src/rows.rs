@@ -11,6 +11,7 @@ use sea_orm::{ActiveValue::Set, DbErr, SqlErr};
 use serde::{Deserialize, Serialize};
 
 use crate::entities::{api_calls, resume_outbox, waits};
+use crate::text;
 
 /// `early_events.status`: `pending` until a registration applies the event or its TTL passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +110,8 @@ fn stored(row: &waits::Model, state: WaitState) -> StoredWait {
     StoredWait {
         state,
         version: row.version,
-        idempotency_key: row.idempotency_key.clone(),
-        workflow_id: row.workflow_id.clone(),
+        idempotency_key: text::read(row.idempotency_key.clone()),
+        workflow_id: text::read_opt(row.workflow_id.clone()),
         updated_at: Timestamp::from_millis(row.updated_at),
     }
 }
@@ -215,8 +216,8 @@ pub(crate) fn wait_to_row(wait: &StoredWait) -> Result<waits::ActiveModel, Store
         correlation_id: Set(s.key.correlation_id.to_string()),
         execution_id: Set(s.key.execution_id.to_string()),
         node_id: Set(s.key.node_id.to_string()),
-        idempotency_key: Set(wait.idempotency_key.clone()),
-        workflow_id: Set(wait.workflow_id.clone()),
+        idempotency_key: Set(text::stored_owned(&wait.idempotency_key)),
+        workflow_id: Set(text::stored_opt(wait.workflow_id.as_deref())),
         status: Set(s.status().as_str().to_owned()),
         spec: Set(json(&s.spec)?),
         progress: Set(progress_json(s)?),

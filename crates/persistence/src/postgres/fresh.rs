@@ -11,6 +11,7 @@ use super::{batch_index, batch_params, notify_params, numbered_json};
 use crate::rows::{call_json, db_err, json, progress_json};
 use crate::signal::SqlResumeSignal;
 use crate::store::correlation_lock_key;
+use crate::text;
 
 /// The first statement: the correlation locks, taken with `pg_try_advisory_xact_lock` so that
 /// a batch never waits for (or deadlocks with) another transaction; a registration whose lock
@@ -61,8 +62,8 @@ impl FreshRow {
             correlation_id: s.key.correlation_id.to_string(),
             execution_id: s.key.execution_id.to_string(),
             node_id: s.key.node_id.to_string(),
-            idempotency_key: wait.idempotency_key.clone(),
-            workflow_id: wait.workflow_id.clone(),
+            idempotency_key: text::stored_owned(&wait.idempotency_key),
+            workflow_id: text::stored_opt(wait.workflow_id.as_deref()),
             status: s.status().as_str(),
             spec: json(&s.spec)?,
             progress: progress_json(s)?,

@@ -13,6 +13,7 @@ use sea_orm::{
 use super::unreadable;
 use crate::entities::{early_events, quarantined_events};
 use crate::rows::{BufferStatus, db_err, json};
+use crate::text;
 
 /// Most buffered events one [`expire`] call handles.
 const EXPIRE_BATCH: u64 = 1000;
@@ -148,13 +149,13 @@ pub(super) async fn expire(conn: &DatabaseConnection, now: Timestamp) -> Result<
     }
     let rows = expired.iter().map(|e| quarantined_events::ActiveModel {
         origin: Set("buffer".to_owned()),
-        event_key: Set(Some(e.event_key.clone())),
-        correlation_id: Set(Some(e.correlation_id.clone())),
-        payload: Set(e.event.clone()),
-        reason: Set(format!(
+        event_key: Set(Some(text::stored_owned(&e.event_key))),
+        correlation_id: Set(Some(text::stored_owned(&e.correlation_id))),
+        payload: Set(text::stored_owned(&e.event)),
+        reason: Set(text::stored_owned(&format!(
             "no wait registered for correlation id {} within the buffer TTL (received at {} ms, expired at {} ms)",
             e.correlation_id, e.received_at, e.expires_at
-        )),
+        ))),
         quarantined_at: Set(now.as_millis()),
         ..Default::default()
     });

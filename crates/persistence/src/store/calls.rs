@@ -14,6 +14,7 @@ use sea_orm::{
 use super::unreadable;
 use crate::entities::api_calls;
 use crate::rows::{CallStatus, call_from_row, call_json, db_err};
+use crate::text;
 
 /// Puts a wait's call in the outbox, due at once.
 pub(super) async fn insert(
@@ -202,7 +203,10 @@ async fn settle(
         );
     }
     if let Some(error) = error {
-        update = update.col_expr(api_calls::Column::LastError, Expr::value(error));
+        update = update.col_expr(
+            api_calls::Column::LastError,
+            Expr::value(text::stored_owned(error)),
+        );
     }
     update
         .filter(api_calls::Column::WaitId.eq(wait_id.as_uuid()))

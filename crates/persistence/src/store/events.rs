@@ -9,6 +9,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryOrder, QueryS
 use super::unreadable;
 use crate::entities::{kafka_topics, quarantined_events};
 use crate::rows::db_err;
+use crate::text;
 
 /// Sets an event aside with its reason.
 pub(super) async fn quarantine(
@@ -16,11 +17,11 @@ pub(super) async fn quarantine(
     event: &Quarantined,
 ) -> Result<(), StoreError> {
     quarantined_events::Entity::insert(quarantined_events::ActiveModel {
-        origin: Set(event.origin.clone()),
-        event_key: Set(event.event_key.clone()),
-        correlation_id: Set(event.correlation_id.clone()),
-        payload: Set(event.payload.clone()),
-        reason: Set(event.reason.clone()),
+        origin: Set(text::stored_owned(&event.origin)),
+        event_key: Set(text::stored_opt(event.event_key.as_deref())),
+        correlation_id: Set(text::stored_opt(event.correlation_id.as_deref())),
+        payload: Set(text::stored_owned(&event.payload)),
+        reason: Set(text::stored_owned(&event.reason)),
         quarantined_at: Set(event.at.as_millis()),
         ..Default::default()
     })
@@ -44,11 +45,11 @@ pub(super) async fn quarantined(
     Ok(rows
         .into_iter()
         .map(|row| Quarantined {
-            origin: row.origin,
-            event_key: row.event_key,
-            correlation_id: row.correlation_id,
-            payload: row.payload,
-            reason: row.reason,
+            origin: text::read(row.origin),
+            event_key: text::read_opt(row.event_key),
+            correlation_id: text::read_opt(row.correlation_id),
+            payload: text::read(row.payload),
+            reason: text::read(row.reason),
             at: Timestamp::from_millis(row.quarantined_at),
         })
         .collect())
@@ -61,9 +62,9 @@ pub(super) async fn remember_topic(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     kafka_topics::Entity::insert(kafka_topics::ActiveModel {
-        topic: Set(topic.topic.clone()),
-        correlation_field: Set(topic.correlation_field.to_string()),
-        execution_field: Set(topic.execution_field.to_string()),
+        topic: Set(text::stored_owned(&topic.topic)),
+        correlation_field: Set(text::stored_owned(topic.correlation_field.as_str())),
+        execution_field: Set(text::stored_owned(topic.execution_field.as_str())),
         first_seen_at: Set(now.as_millis()),
     })
     .on_conflict(
@@ -95,12 +96,12 @@ pub(super) async fn kafka_topics(
     let mut topics = Vec::with_capacity(rows.len());
     for row in &rows {
         let path = |raw: &str| {
-            FieldPath::parse(raw.to_owned())
+            FieldPath::parse(text::read(raw.to_owned()))
                 .map_err(|e| StoreError::Other(format!("field path of topic {}: {e}", row.topic)))
         };
         match path(&row.correlation_field).and_then(|c| Ok((c, path(&row.execution_field)?))) {
             Ok((correlation_field, execution_field)) => topics.push(TopicFields {
-                topic: row.topic.clone(),
+                topic: text::read(row.topic.clone()),
                 correlation_field,
                 execution_field,
             }),

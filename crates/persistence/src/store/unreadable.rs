@@ -299,7 +299,10 @@ pub(crate) async fn fail_call(
             api_calls::Column::LeaseUntil,
             Expr::value(Option::<i64>::None),
         )
-        .col_expr(api_calls::Column::LastError, Expr::value(reason))
+        .col_expr(
+            api_calls::Column::LastError,
+            Expr::value(crate::text::stored_owned(&reason)),
+        )
         .col_expr(api_calls::Column::UpdatedAt, Expr::value(now.as_millis()))
         .filter(api_calls::Column::WaitId.eq(row.wait_id))
         .exec(conn)

@@ -13,6 +13,7 @@ use super::unreadable::{read_wait, read_waits, wall_clock};
 use crate::entities::waits;
 use crate::rows::{db_err, progress_json, wait_to_row};
 use crate::signal::SqlResumeSignal;
+use crate::text;
 
 /// The wait a row found by a lookup holds; an unreadable row is marked (`unreadable.rs`) and
 /// comes back readable, or as an error naming what could not be read.
@@ -69,7 +70,7 @@ pub(super) async fn find_by_idempotency<C: ConnectionTrait + TransactionTrait>(
         .filter(waits::Column::TenantId.eq(tenant.as_str()))
         .filter(waits::Column::ExecutionId.eq(execution_id.as_str()))
         .filter(waits::Column::NodeId.eq(node_id.as_str()))
-        .filter(waits::Column::IdempotencyKey.eq(idempotency_key))
+        .filter(waits::Column::IdempotencyKey.eq(text::stored(idempotency_key).as_ref()))
         .one(conn)
         .await
         .map_err(db_err)?;

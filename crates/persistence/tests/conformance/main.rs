@@ -10,6 +10,7 @@ mod buffer;
 mod calls;
 mod database;
 mod group_commit;
+mod nul;
 mod resumes;
 mod signal;
 mod support;
@@ -52,6 +53,8 @@ conformance!(
     group_commit::fresh_waits_are_inserted_only_when_nothing_came_before,
     group_commit::concurrent_requests_each_get_their_own_outcome,
     database::migrations_are_idempotent,
+    nul::text_with_nul_is_stored_and_read_back,
+    nul::json_with_nul_is_stored_and_read_back,
     unreadable::an_unreadable_wait_stops_no_sweep,
     unreadable::an_unreadable_wait_stops_no_listing_or_lookup,
     unreadable::an_unreadable_resume_stops_no_feed,
