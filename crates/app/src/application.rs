@@ -195,20 +195,16 @@ impl Application {
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
-        // TCP_NODELAY on every connection: a resume is a small frame on a long-lived stream,
-        // and Nagle's algorithm with delayed ACKs held each one for about 40 ms.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |accepted| {
-                accepted.and_then(|stream| {
-                    stream.set_nodelay(true)?;
-                    Ok(stream)
-                })
-            },
-        );
+        let incoming =
+            crate::listener::incoming(listener, config.server.max_connections.get() as usize);
         let grace = config.server.shutdown_grace;
         let mut stopped_for_grace = stopped.clone();
         let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(config.server.max_concurrent_streams.get())
+            .http2_keepalive_interval(Some(config.server.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.server.keepalive_timeout))
+            .tcp_keepalive(Some(config.server.keepalive_interval))
+            .layer(crate::oversize::OversizeLayer)
             .trace_fn(crate::telemetry::request_span)
             .add_service(health_service)
             .add_service(reflection)

@@ -77,6 +77,17 @@ pub struct ServerConfig {
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Connections open at once; the next client waits until one closes. Keep it below the
+    /// process's file-descriptor limit (`ulimit -n`) minus the database pool and Kafka.
+    pub max_connections: NonZeroU32,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    pub max_concurrent_streams: NonZeroU32,
+    /// How often an idle connection is pinged (HTTP/2 PING and TCP keepalive).
+    #[serde(with = "duration")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +95,10 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50151)),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: const { NonZeroU32::new(512).unwrap() },
+            max_concurrent_streams: const { NonZeroU32::new(256).unwrap() },
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }

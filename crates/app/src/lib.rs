@@ -5,6 +5,8 @@
 mod application;
 pub mod cli;
 pub mod config;
+mod listener;
+mod oversize;
 pub mod telemetry;
 
 pub use application::{Application, Running, Service};

@@ -18,10 +18,12 @@ use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
 use rendezvous_tests::procs::{Broker, Instance, create_topic};
 
+mod abuse;
 mod load;
 mod scenarios;
 mod world;
 
+use abuse::scenario_abuse;
 use load::load;
 use scenarios::*;
 use world::*;
@@ -197,6 +199,13 @@ async fn run() -> Result<bool> {
         "database connections cut",
         scenario_database_drop(&world, &database_url)
     );
+    let started = Instant::now();
+    let report = scenario_abuse(&world, &instances).await;
+    results.push((
+        "abuse next to normal traffic".into(),
+        report,
+        started.elapsed(),
+    ));
     let started = Instant::now();
     let report = load(&world, &mut instances, args.waits).await;
     results.push((
