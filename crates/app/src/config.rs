@@ -83,10 +83,10 @@ pub struct ServerConfig {
     /// Concurrent requests (HTTP/2 streams) per connection.
     pub max_concurrent_streams: NonZeroU32,
     /// How often an idle connection is pinged (HTTP/2 PING and TCP keepalive).
-    #[serde(with = "duration")]
+    #[serde(with = "duration::positive")]
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
-    #[serde(with = "duration")]
+    #[serde(with = "duration::positive")]
     pub keepalive_timeout: Duration,
 }
 
