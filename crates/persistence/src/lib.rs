@@ -16,6 +16,7 @@
 mod batch;
 mod database;
 mod entities;
+mod errors;
 mod postgres;
 mod rows;
 mod signal;

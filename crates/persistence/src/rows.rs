@@ -1,5 +1,5 @@
 //! Conversions between table rows and domain types, the status values of the buffer and the
-//! call outbox, and database errors to store errors.
+//! call outbox (database errors to store errors are in `errors.rs`).
 
 use rendezvous_domain::{
     ApiRequest, Condition, CorrelationId, ExecutionId, IgnoredEvent, NodeId, Outcome,
@@ -7,10 +7,11 @@ use rendezvous_domain::{
     WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_ports::{ApiCallRecord, ResumeRecord, StoreError, StoredWait};
-use sea_orm::{ActiveValue::Set, DbErr, SqlErr};
+use sea_orm::ActiveValue::Set;
 use serde::{Deserialize, Serialize};
 
 use crate::entities::{api_calls, resume_outbox, waits};
+pub(crate) use crate::errors::db_err;
 use crate::text;
 
 /// `early_events.status`: `pending` until a registration applies the event or its TTL passes.
@@ -293,16 +294,4 @@ pub(crate) fn call_from_row(row: &api_calls::Model) -> Result<ApiCallRecord, Sto
         request: stored.request,
         attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
     })
-}
-
-/// Maps a database error: unique violations are conflicts, connection trouble is
-/// unavailability, the rest is opaque.
-pub(crate) fn db_err(e: DbErr) -> StoreError {
-    if let Some(SqlErr::UniqueConstraintViolation(detail)) = e.sql_err() {
-        return StoreError::Conflict(detail);
-    }
-    match e {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
-        other => StoreError::Other(other.to_string()),
-    }
 }

@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde::Serialize;
 
 use super::{batch_index, batch_params, notify_params};
+use crate::errors::is_rolled_back;
 use crate::rows::{db_err, json, progress_json};
 use crate::signal::SqlResumeSignal;
 
@@ -61,8 +62,8 @@ impl ChangeRow {
 /// Writes a batch of changes: in rounds in which each wait changes at most once (an `UPDATE`
 /// cannot change one row twice in a statement; a later change of the same wait was computed
 /// from the same version and is refused by its round as it would be on its own). A round that
-/// fails for anything but unavailability is retried change by change, so that one bad change
-/// cannot fail the others.
+/// fails for anything but unavailability (a deadlock counts as "anything") is retried change
+/// by change, so that one bad change cannot fail the others.
 pub(super) async fn apply_changes(
     conn: &DatabaseConnection,
     signal: &SqlResumeSignal,
@@ -85,7 +86,10 @@ pub(super) async fn apply_changes(
                     results[n] = Some(Ok(outcome));
                 }
             }
-            Err(e) if round.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
+            Err(e)
+                if round.len() == 1
+                    || (matches!(e, StoreError::Unavailable(_)) && !is_rolled_back(&e)) =>
+            {
                 for &n in &round {
                     results[n] = Some(Err(e.clone()));
                 }

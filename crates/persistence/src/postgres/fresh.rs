@@ -8,6 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use serde::Serialize;
 
 use super::{batch_index, batch_params, notify_params, numbered_json};
+use crate::errors::is_rolled_back;
 use crate::rows::{call_json, db_err, json, progress_json};
 use crate::signal::SqlResumeSignal;
 use crate::store::correlation_lock_key;
@@ -85,8 +86,8 @@ struct LockRow {
 }
 
 /// Registers a batch in one transaction: the correlation locks, then the inserts, one commit.
-/// Any failure but unavailability only means "not fresh": each registration then takes the
-/// full path on its own.
+/// Any failure but unavailability (a deadlock counts as "any failure") only means "not
+/// fresh": each registration then takes the full path on its own.
 pub(super) async fn insert_fresh_waits(
     conn: &DatabaseConnection,
     signal: &SqlResumeSignal,
@@ -99,7 +100,9 @@ pub(super) async fn insert_fresh_waits(
             }
             inserted.into_iter().map(Ok).collect()
         }
-        Err(e @ StoreError::Unavailable(_)) => rows.iter().map(|_| Err(e.clone())).collect(),
+        Err(e @ StoreError::Unavailable(_)) if !is_rolled_back(&e) => {
+            rows.iter().map(|_| Err(e.clone())).collect()
+        }
         Err(e) => {
             tracing::warn!(error = %e, registrations = rows.len(), "a batch of registrations failed; each takes the full path");
             rows.iter().map(|_| Ok(false)).collect()
