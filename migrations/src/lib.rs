@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_initial;
 mod m20261127_000002_kafka;
 mod m20261127_000003_api_calls;
+mod m20261201_000004_retention;
 
 /// Every migration, oldest first. Applied in order by [`MigratorTrait::up`].
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_kafka::Migration),
             Box::new(m20261127_000003_api_calls::Migration),
+            Box::new(m20261201_000004_retention::Migration),
         ]
     }
 }

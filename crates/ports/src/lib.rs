@@ -15,9 +15,9 @@ pub use api_call::{ApiCallRecord, CallFailure, HttpCaller, HttpReply, retry_afte
 pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
 pub use store::{
-    BufferedEvent, ChangeOutcome, FreshWait, Page, Quarantined, ResumeSignal, ResumeWaiter, Store,
-    StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
-    insert_fresh_wait_in_tx,
+    BufferedEvent, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeSignal,
+    ResumeWaiter, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,
+    apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 
 #[cfg(feature = "test-util")]

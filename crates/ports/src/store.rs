@@ -81,6 +81,52 @@ pub struct Quarantined {
     pub at: Timestamp,
 }
 
+/// What one [`Store::purge`] round deleted, per kind of row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Decided waits.
+    pub waits: u64,
+    /// Their inbox rows (processed event keys).
+    pub processed_events: u64,
+    /// Their acknowledged resumes.
+    pub resumes: u64,
+    /// Their settled API calls.
+    pub api_calls: u64,
+    /// Early events applied to a wait or expired.
+    pub early_events: u64,
+    /// Quarantined events.
+    pub quarantined: u64,
+}
+
+impl PurgeCounts {
+    /// Whether a round with this `batch` may have left more to purge: it deleted a full batch
+    /// of waits, early events or quarantined events.
+    pub fn full(&self, batch: u32) -> bool {
+        let batch = u64::from(batch);
+        self.waits >= batch || self.early_events >= batch || self.quarantined >= batch
+    }
+
+    /// Adds another round's counts.
+    pub fn add(&mut self, other: Self) {
+        self.waits += other.waits;
+        self.processed_events += other.processed_events;
+        self.resumes += other.resumes;
+        self.api_calls += other.api_calls;
+        self.early_events += other.early_events;
+        self.quarantined += other.quarantined;
+    }
+
+    /// Every row deleted.
+    pub fn total(&self) -> u64 {
+        self.waits
+            + self.processed_events
+            + self.resumes
+            + self.api_calls
+            + self.early_events
+            + self.quarantined
+    }
+}
+
 /// Filters of `ListWaits`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WaitQuery {
@@ -329,6 +375,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Frees the leases `owner` holds on unacknowledged resumes (its stream ended), so they are
     /// delivered again at once.
     async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, StoreError>;
+
+    /// Retention: deletes, in one bounded round (one transaction), what was finished before
+    /// `before` — up to `batch` waits decided before it whose resume is acknowledged (or that
+    /// have none) and whose API call is not pending, with their inbox rows, resume and call;
+    /// up to `batch` early events applied or expired before it; up to `batch` events
+    /// quarantined before it. Never an open wait, an unacknowledged resume or a pending
+    /// early event. [`PurgeCounts::full`] tells whether another round may find more.
+    async fn purge(&self, before: Timestamp, batch: u32) -> Result<PurgeCounts, StoreError>;
 }
 
 /// One transaction. Dropped without [`StoreTx::commit`], it rolls back.

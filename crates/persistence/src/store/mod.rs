@@ -1,13 +1,14 @@
 //! The SQL implementation of the store port, on PostgreSQL and SQLite through SeaORM:
 //! [`SqlStore`], whose methods hand each request to the module of its concern — waits, the
 //! early-event buffer, the inbox, the API-call outbox, the resume outbox, Kafka topics and
-//! quarantine — and, on PostgreSQL, to the group commit of `crate::postgres`.
+//! quarantine, retention — and, on PostgreSQL, to the group commit of `crate::postgres`.
 
 mod buffer;
 mod calls;
 mod events;
 mod inbox;
 mod resumes;
+mod retention;
 mod tx;
 mod unreadable;
 mod waits;
@@ -17,8 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_ports::{
-    ApiCallRecord, ChangeOutcome, FreshWait, Page, Quarantined, ResumeRecord, Store, StoreError,
-    StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+    ApiCallRecord, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeRecord, Store,
+    StoreError, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
+    insert_fresh_wait_in_tx,
 };
 use sea_orm::DatabaseConnection;
 
@@ -189,5 +191,9 @@ impl Store for SqlStore {
 
     async fn release_resumes(&self, owner: &LeaseOwner) -> Result<u64, StoreError> {
         resumes::release(&self.conn, &self.signal, owner.as_str()).await
+    }
+
+    async fn purge(&self, before: Timestamp, batch: u32) -> Result<PurgeCounts, StoreError> {
+        retention::purge(&self.conn, before, batch).await
     }
 }

@@ -12,6 +12,7 @@ mod database;
 mod group_commit;
 mod nul;
 mod resumes;
+mod retention;
 mod signal;
 mod support;
 mod unreadable;
@@ -55,6 +56,8 @@ conformance!(
     database::migrations_are_idempotent,
     nul::text_with_nul_is_stored_and_read_back,
     nul::json_with_nul_is_stored_and_read_back,
+    retention::finished_rows_are_purged_and_nothing_else,
+    retention::purging_goes_in_bounded_rounds,
     unreadable::an_unreadable_wait_stops_no_sweep,
     unreadable::an_unreadable_wait_stops_no_listing_or_lookup,
     unreadable::an_unreadable_resume_stops_no_feed,
