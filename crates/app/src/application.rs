@@ -195,8 +195,11 @@ impl Application {
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
-        let incoming =
-            crate::listener::incoming(listener, config.server.max_connections.get() as usize);
+        let incoming = crate::listener::incoming(
+            listener,
+            config.server.max_connections.get() as usize,
+            config.server.idle_timeout,
+        );
         let grace = config.server.shutdown_grace;
         let mut stopped_for_grace = stopped.clone();
         let server = tonic::transport::Server::builder()
@@ -205,6 +208,7 @@ impl Application {
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout))
             .tcp_keepalive(Some(config.server.keepalive_interval))
             .layer(crate::oversize::OversizeLayer)
+            .layer(crate::idle::ActivityLayer)
             .trace_fn(crate::telemetry::request_span)
             .add_service(health_service)
             .add_service(reflection)

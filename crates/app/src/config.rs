@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// How long a ping may go unanswered before the connection is closed.
     #[serde(with = "duration::positive")]
     pub keepalive_timeout: Duration,
+    /// How long a connection may go without a request in flight before the server closes it
+    /// (pings do not count; an open `ResumeStream` does).
+    #[serde(with = "duration::positive")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: const { NonZeroU32::new(256).unwrap() },
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }

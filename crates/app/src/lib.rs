@@ -5,6 +5,7 @@
 mod application;
 pub mod cli;
 pub mod config;
+mod idle;
 mod listener;
 mod oversize;
 pub mod telemetry;

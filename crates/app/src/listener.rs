@@ -1,6 +1,7 @@
 //! The accept loop of the gRPC server, bounded: at most `max_connections` open at once (the
-//! next client waits in the kernel's backlog until one closes), and an accept error (out of
-//! file descriptors) backs off instead of spinning, as tonic's own loop would.
+//! next client waits in the kernel's backlog until one closes), a connection idle for
+//! `idle_timeout` is closed (`idle.rs`), and an accept error (out of file descriptors) backs
+//! off instead of spinning, as tonic's own loop would.
 
 use std::io;
 use std::pin::Pin;
@@ -14,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::idle::{Activity, IdleTimer};
+
 /// How long the loop pauses after an accept error before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -22,6 +25,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Connection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+    idle: IdleTimer,
+}
+
+/// What a request learns about its connection (in its extensions).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionInfo {
+    /// The addresses.
+    #[allow(dead_code)]
+    pub(crate) tcp: TcpConnectInfo,
+    /// Its requests in flight, for the idle timeout.
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// The accepted connections of `listener`, at most `max_connections` open at once, each with
@@ -30,9 +45,10 @@ pub(crate) struct Connection {
 pub(crate) fn incoming(
     listener: TcpListener,
     max_connections: usize,
+    idle_timeout: Duration,
 ) -> impl Stream<Item = io::Result<Connection>> {
     let slots = Arc::new(Semaphore::new(max_connections));
-    futures_util::stream::unfold((listener, slots), |(listener, slots)| async move {
+    futures_util::stream::unfold((listener, slots), move |(listener, slots)| async move {
         let slot = Arc::clone(&slots)
             .acquire_owned()
             .await
@@ -43,9 +59,12 @@ pub(crate) fn incoming(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
+                    let activity = Activity::new();
                     let connection = Connection {
                         stream,
                         _slot: slot,
+                        idle: IdleTimer::new(Arc::clone(&activity), idle_timeout),
+                        activity,
                     };
                     return Some((Ok(connection), (listener, slots)));
                 }
@@ -61,10 +80,13 @@ pub(crate) fn incoming(
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
 
@@ -74,6 +96,10 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.idle.expired(cx) {
+            // End of stream: the server closes a connection nobody uses.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -118,7 +144,7 @@ mod tests {
     async fn a_connection_past_the_limit_waits_until_one_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(incoming(listener, 1));
+        let mut incoming = Box::pin(incoming(listener, 1, Duration::from_secs(60)));
         let _a = TcpStream::connect(addr).await.unwrap();
         let first = incoming.next().await.unwrap().unwrap();
         // The second client connects (the kernel's backlog takes it) but is not accepted

@@ -75,3 +75,34 @@ on_both_backends!(
     a_wait_stays_deliverable_to_a_default_engine,
     small_refusals_name_their_field,
 );
+
+/// Item 9: idle connections were kept for ever, until descriptors ran out. A connection that
+/// never sends a request is closed after `server.idle_timeout`; an engine's open
+/// `ResumeStream` on a quiet connection is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_open_streams_are_not() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+
+    let db = TestDatabase::create(Backend::Sqlite).await?;
+    let mut app = TestApp::start(&db.url, &[("RENDEZVOUS__SERVER__IDLE_TIMEOUT", "300ms")]).await?;
+    let mut engine = app.subscribe(4).await?;
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await?;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    anyhow::ensure!(closed.is_ok(), "a silent connection stayed open");
+    // The stream opened before, quiet ever since, still delivers.
+    let wait = app.register("exec-1", &callback_only()).await?;
+    deliver_raw(&mut app, &wait.correlation_id, "k-1", "{}".into()).await?;
+    let resume = engine.next(std::time::Duration::from_secs(10)).await?;
+    anyhow::ensure!(resume.wait_id == wait.wait_id);
+    engine.ack(&resume).await?;
+    Ok(())
+}
