@@ -244,7 +244,9 @@ impl Application {
     }
 }
 
-/// Makes due API calls until shutdown; woken at once by registrations, polling otherwise.
+/// Makes due API calls until shutdown (concurrently, within `api.max_in_flight` and
+/// `api.max_per_destination`); woken at once by registrations and by calls ending, polling
+/// otherwise.
 async fn dispatch_calls(
     service: Arc<Service>,
     caller: ReqwestCaller,
@@ -253,27 +255,12 @@ async fn dispatch_calls(
 ) {
     let owner = LeaseOwner::parse(format!("dispatcher-{}", uuid::Uuid::new_v4()))
         .expect("a UUID makes a valid lease owner");
-    let interval = config.api.poll_interval;
-    loop {
-        let made = match service
-            .dispatch_api_calls(&caller, &owner, config.api.concurrency.get())
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming api calls failed; retrying");
-                0
-            }
-        };
-        if made > 0 {
-            continue;
-        }
-        tokio::select! {
-            () = service.calls_pending().notified() => {}
-            () = tokio::time::sleep(interval) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
+    let stop = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    service
+        .run_api_calls(Arc::new(caller), owner, config.api.poll_interval, stop)
+        .await;
 }
 
 /// Times out due waits and expires unclaimed buffered events, until shutdown.

@@ -419,8 +419,12 @@ pub struct ApiSection {
     /// How often due calls are looked for when no registration wakes the dispatcher.
     #[serde(with = "duration::positive")]
     pub poll_interval: Duration,
-    /// Calls made at once per instance.
-    pub concurrency: NonZeroU32,
+    /// Calls made at once per instance (`concurrency` is the old name).
+    #[serde(alias = "concurrency")]
+    pub max_in_flight: NonZeroU32,
+    /// Calls made at once per instance to one destination (host and port), so that one slow
+    /// partner cannot take every slot.
+    pub max_per_destination: NonZeroU32,
 }
 
 impl Default for ApiSection {
@@ -436,7 +440,8 @@ impl Default for ApiSection {
             max_backoff: policy.max_backoff,
             max_response_bytes: non_zero(caller.max_response_bytes, "api.max_response_bytes"),
             poll_interval: Duration::from_secs(1),
-            concurrency: const { NonZeroU32::new(32).unwrap() },
+            max_in_flight: non_zero(policy.max_in_flight, "api.max_in_flight"),
+            max_per_destination: non_zero(policy.max_per_destination, "api.max_per_destination"),
         }
     }
 }
@@ -468,6 +473,8 @@ impl ApiSection {
             backoff: self.backoff,
             max_backoff: self.max_backoff,
             lease: self.timeout.saturating_mul(3),
+            max_in_flight: self.max_in_flight.get(),
+            max_per_destination: self.max_per_destination.get(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The outbound API call of a wait, rendered: `{{variable}}` placeholders filled from the
-//! registration's input variables (with minijinja, undefined variables are errors), and the
-//! wait's `correlation_id` and `execution_id` injected into the JSON body and the headers.
+//! registration's input variables (with minijinja, undefined variables are errors; bounded in
+//! time and output, see [`template`]), header values checked, and the wait's `correlation_id`
+//! and `execution_id` injected into the JSON body and the headers.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,11 @@ use serde_json::Value;
 use crate::ids::{CorrelationId, ExecutionId, WaitId};
 use crate::problems::{ConfigErrors, Problems, child};
 use crate::spec::{ApiCall, HttpMethod, ResponseMode};
+
+mod template;
+
+use template::Renderer;
+pub use template::{FILTERS, MAX_RENDERED_REQUEST_BYTES, TEMPLATE_FUEL};
 
 /// Header carrying the correlation id on the API call.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -33,40 +39,45 @@ pub struct ApiRequest {
     pub response_mode: ResponseMode,
 }
 
-/// Fills `{{...}}` in one string. `at` names it in errors.
-fn render(
-    env: &minijinja::Environment<'_>,
-    text: &str,
-    vars: &BTreeMap<String, String>,
-    at: &str,
-    problems: &mut Problems,
-) -> String {
-    if !text.contains("{{") && !text.contains("{%") {
-        return text.to_owned();
-    }
-    env.render_str(text, vars).unwrap_or_else(|e| {
-        problems.push(
-            at,
-            format!("template: {}", e.detail().unwrap_or(&e.to_string())),
-        );
-        text.to_owned()
-    })
+/// The templates of a call rendered from the registration's variables, before the wait's ids
+/// are injected: the heavy part, bounded by the limits of [`template`] (fuel, output size)
+/// and meant to run off the request threads. [`RenderedCall::for_wait`] then makes the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedCall {
+    method: HttpMethod,
+    url: String,
+    headers: BTreeMap<String, String>,
+    /// `None`: no body is sent; `Some(None)`: the body is `{}` plus the ids.
+    body: Option<Option<Value>>,
+    response_mode: ResponseMode,
 }
 
+/// Renders the string leaves of a JSON body. `depth` guards the recursion (the body was
+/// read with the JSON depth limit, so this is a second fence).
 fn render_json(
-    env: &minijinja::Environment<'_>,
+    renderer: &mut Renderer<'_>,
     value: &Value,
-    vars: &BTreeMap<String, String>,
     at: &str,
+    depth: usize,
     problems: &mut Problems,
 ) -> Value {
+    if depth > crate::limits::MAX_JSON_DEPTH {
+        problems.push(
+            at,
+            format!(
+                "nested deeper than {} levels",
+                crate::limits::MAX_JSON_DEPTH
+            ),
+        );
+        return Value::Null;
+    }
     match value {
-        Value::String(s) => Value::String(render(env, s, vars, at, problems)),
+        Value::String(s) => Value::String(render_into(renderer, s, at, problems)),
         Value::Array(items) => Value::Array(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| render_json(env, v, vars, &format!("{at}[{i}]"), problems))
+                .map(|(i, v)| render_json(renderer, v, &format!("{at}[{i}]"), depth + 1, problems))
                 .collect(),
         ),
         Value::Object(map) => Value::Object(
@@ -74,13 +85,52 @@ fn render_json(
                 .map(|(k, v)| {
                     (
                         k.clone(),
-                        render_json(env, v, vars, &child(at, k), problems),
+                        render_json(renderer, v, &child(at, k), depth + 1, problems),
                     )
                 })
                 .collect(),
         ),
         other => other.clone(),
     }
+}
+
+/// Renders one string, recording a failure at `at` (the text is kept, so that the other
+/// templates are still checked).
+fn render_into(
+    renderer: &mut Renderer<'_>,
+    text: &str,
+    at: &str,
+    problems: &mut Problems,
+) -> String {
+    renderer.render(text).unwrap_or_else(|reason| {
+        problems.push(at, reason);
+        String::new()
+    })
+}
+
+/// Why `name` is not a valid HTTP header name (a token: visible ASCII without separators).
+fn header_name_problem(name: &str) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Some(format!(
+            "{name:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        ));
+    }
+    None
+}
+
+/// Why `value` is not a valid HTTP header value: control characters (CR, LF, NUL, DEL, ...)
+/// other than a horizontal tab are refused, so no variable can split or forge a header.
+pub fn header_value_problem(value: &str) -> Option<String> {
+    value
+        .bytes()
+        .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .map(|at| {
+            format!(
+                "the rendered value is not a valid HTTP header value: control character {:#04x} at byte {at} (CR, LF, NUL and other control characters are refused)",
+                value.as_bytes()[at]
+            )
+        })
 }
 
 impl ApiCall {
@@ -93,31 +143,97 @@ impl ApiCall {
         correlation_id: &CorrelationId,
         execution_id: &ExecutionId,
     ) -> Result<ApiRequest, ConfigErrors> {
-        let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        Ok(self
+            .render_templates(vars)?
+            .for_wait(wait_id, correlation_id, execution_id))
+    }
+
+    /// Renders the call's templates (URL, header values, the body's strings) from `vars`,
+    /// within the limits: [`TEMPLATE_FUEL`] per template, [`MAX_RENDERED_REQUEST_BYTES`] for
+    /// the whole request. Errors name the JSON path of the template and the limit
+    /// (`data.apiCall.body.x: template: output is over the limit of 1048576 bytes`); a header
+    /// value with a control character is an error naming the header.
+    pub fn render_templates(
+        &self,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<RenderedCall, ConfigErrors> {
+        let mut renderer = Renderer::new(vars);
         let mut problems = Problems::default();
-        let url = render(&env, &self.url, vars, "data.apiCall.url", &mut problems);
-        let mut headers: BTreeMap<String, String> = self
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let at = child("data.apiCall.headers", k);
-                (
-                    k.to_ascii_lowercase(),
-                    render(&env, v, vars, &at, &mut problems),
-                )
-            })
-            .collect();
-        headers.insert(CORRELATION_HEADER.into(), correlation_id.to_string());
-        headers.insert(EXECUTION_HEADER.into(), execution_id.to_string());
-        headers.insert(IDEMPOTENCY_HEADER.into(), wait_id.to_string());
+        let url = render_into(&mut renderer, &self.url, "data.apiCall.url", &mut problems);
+        let mut headers = BTreeMap::new();
+        for (name, value) in &self.headers {
+            let at = child("data.apiCall.headers", name);
+            if let Some(problem) = header_name_problem(name) {
+                problems.push(&at, problem);
+                continue;
+            }
+            let value = render_into(&mut renderer, value, &at, &mut problems);
+            if let Some(problem) = header_value_problem(&value) {
+                problems.push(&at, problem);
+            }
+            headers.insert(name.to_ascii_lowercase(), value);
+        }
         let sends_body =
             !matches!(self.method, HttpMethod::Get | HttpMethod::Delete) || self.body.is_some();
         let body = sends_body.then(|| {
-            let mut body = self.body.as_ref().map_or_else(
-                || Value::Object(Default::default()),
-                |b| render_json(&env, b, vars, "data.apiCall.body", &mut problems),
-            );
+            self.body
+                .as_ref()
+                .map(|b| render_json(&mut renderer, b, "data.apiCall.body", 0, &mut problems))
+        });
+        let size = url.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + body.as_ref().and_then(Option::as_ref).map_or(0, json_size);
+        if size > MAX_RENDERED_REQUEST_BYTES {
+            problems.push("data.apiCall", template::over_limit());
+        }
+        problems.finish(RenderedCall {
+            method: self.method,
+            url,
+            headers,
+            body,
+            response_mode: self.response_mode,
+        })
+    }
+}
+
+/// The serialized size of a JSON value.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+impl RenderedCall {
+    /// The request for one wait: the rendered call with the wait's `correlation_id` and
+    /// `execution_id` injected into the headers and the JSON body, and its id as the
+    /// idempotency key.
+    pub fn for_wait(
+        &self,
+        wait_id: WaitId,
+        correlation_id: &CorrelationId,
+        execution_id: &ExecutionId,
+    ) -> ApiRequest {
+        let mut headers = self.headers.clone();
+        headers.insert(CORRELATION_HEADER.into(), correlation_id.to_string());
+        headers.insert(EXECUTION_HEADER.into(), execution_id.to_string());
+        headers.insert(IDEMPOTENCY_HEADER.into(), wait_id.to_string());
+        let body = self.body.as_ref().map(|body| {
+            let mut body = body
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default()));
             if let Value::Object(map) = &mut body {
                 map.insert(
                     "correlation_id".into(),
@@ -130,13 +246,13 @@ impl ApiCall {
             }
             body
         });
-        problems.finish(ApiRequest {
+        ApiRequest {
             method: self.method,
-            url,
+            url: self.url.clone(),
             headers,
             body,
             response_mode: self.response_mode,
-        })
+        }
     }
 }
 
@@ -202,6 +318,45 @@ mod tests {
         let err = c.render(&BTreeMap::new(), w, &c_id, &e_id).unwrap_err();
         assert!(err.has("data.apiCall.url"), "{err}");
         assert!(err.has("data.apiCall.body.data"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_in_header_values_are_refused_naming_the_header() {
+        let c = call(json!({
+            "url": "https://x.example/a",
+            "headers": {"X-Tenant": "{{tenant}}", "X-Ok": "a\tb {{ok}}"}
+        }));
+        for bad in ["t\r\nX-Injected: 1", "t\n", "t\0", "t\u{7f}", "t\u{1b}"] {
+            let vars: BTreeMap<String, String> = [("tenant", bad), ("ok", "fine")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let err = c.render_templates(&vars).unwrap_err();
+            assert!(
+                err.has("data.apiCall.headers.\"X-Tenant\""),
+                "{bad:?}: {err}"
+            );
+            assert!(!err.has("data.apiCall.headers.\"X-Ok\""), "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains("not a valid HTTP header value"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn over_the_limit_names_the_template_and_the_limit() {
+        let c = call(json!({
+            "url": "https://x.example/a",
+            "body": {"x": "{{ big }}{{ big }}{{ big }}"}
+        }));
+        let big = "y".repeat(MAX_RENDERED_REQUEST_BYTES / 2);
+        let vars: BTreeMap<String, String> = [("big".to_string(), big)].into();
+        let err = c.render_templates(&vars).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.apiCall.body.x: template: output is over the limit of 1048576 bytes"
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl HttpCaller for ReqwestCaller {
         }
         let mut builder = self.client.request(method(request.method), url);
         for (name, value) in &request.headers {
+            let (name, value) = header(name, value)?;
             builder = builder.header(name, value);
         }
         if let Some(body) = &request.body {
@@ -124,7 +125,8 @@ impl HttpCaller for ReqwestCaller {
         }
         let mut response = builder.send().await.map_err(|e| {
             let text = error_chain(&e);
-            if text.contains("refused") && text.contains("private") {
+            // A request that cannot be built never will be: not worth retrying.
+            if e.is_builder() || (text.contains("refused") && text.contains("private")) {
                 CallFailure::Permanent(text)
             } else {
                 CallFailure::Transient(text)
@@ -156,6 +158,25 @@ impl HttpCaller for ReqwestCaller {
             body,
         })
     }
+}
+
+/// A header as reqwest takes it, or a permanent failure naming it (registration refuses such
+/// values; this guards calls written before it did).
+fn header(
+    name: &str,
+    value: &str,
+) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), CallFailure> {
+    let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| CallFailure::Permanent(format!("{name:?} is not a valid HTTP header name")))?;
+    if let Some(problem) = rendezvous_domain::request::header_value_problem(value) {
+        return Err(CallFailure::Permanent(format!("header {name}: {problem}")));
+    }
+    let header_value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        CallFailure::Permanent(format!(
+            "header {name}: the value is not a valid HTTP header value"
+        ))
+    })?;
+    Ok((header_name, header_value))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

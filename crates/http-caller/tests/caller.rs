@@ -179,3 +179,23 @@ async fn private_destinations_are_refused_by_address_and_by_name() {
         .unwrap_err();
     assert!(matches!(&v6, CallFailure::Permanent(_)), "{v6:?}");
 }
+
+#[tokio::test]
+async fn invalid_headers_are_permanent_failures_naming_the_header() {
+    let host = server().await;
+    let c = caller(true);
+    for (name, value) in [
+        ("x-tenant", "t\r\nx-injected: 1"),
+        ("x-tenant", "t\n"),
+        ("x-tenant", "t\0"),
+        ("bad name", "v"),
+    ] {
+        let mut call = request(HttpMethod::Post, format!("http://{host}/ok"), None);
+        call.headers.insert(name.into(), value.into());
+        let failure = c.call(&call).await.unwrap_err();
+        assert!(
+            matches!(&failure, CallFailure::Permanent(r) if r.contains(name)),
+            "{name:?}: {value:?}: {failure:?}"
+        );
+    }
+}

@@ -1,14 +1,20 @@
-//! The outbound API call: due calls are leased from the outbox, made through the `HttpCaller`
-//! port, and settled — done (the reply delivered as the `api` event in `sync` mode), retried
-//! with backoff, or failed together with their wait. The retry schedule is a pure function.
+//! One attempt of an outbound API call (leased from the outbox by the dispatcher,
+//! `dispatch.rs`), made through the `HttpCaller` port only while its wait still needs it,
+//! and settled — done (the reply delivered as the `api` event in `sync` mode), retried with
+//! backoff, or failed together with its wait; a wait that was decided meanwhile, or whose
+//! `api` source already has its event, is never failed by its call. The retry schedule is a
+//! pure function.
 
 use std::time::Duration;
 
-use rendezvous_domain::{Channel, EventKey, LeaseOwner, ResponseMode, SourceName, Timestamp};
+use rendezvous_domain::limits::{MAX_RECORDED_REASON_BYTES, truncate_reason};
+use rendezvous_domain::{Channel, EventKey, ResponseMode, SourceName, Timestamp, WaitId};
 use rendezvous_ports::{
-    ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, retry_after,
+    ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, StoreTx,
+    StoredWait, retry_after,
 };
 
+use crate::service::{Attempt, new_resume, stamp};
 use crate::{ApiPolicy, Delivery, ServiceError, WaitService};
 
 /// What to do with a call after an attempt that did not succeed.
@@ -51,41 +57,33 @@ pub(crate) fn next_attempt(
     }
 }
 
-impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
-    /// Makes due API calls (at most `limit`) through `caller`, leased to `owner`. A 2xx ends the
-    /// call (in `sync` mode its reply is delivered as the `api` event); connect errors,
-    /// timeouts, 5xx and 429 are retried with backoff (`Retry-After` respected) up to the
-    /// attempt limit; other failures, or the limit, fail the wait with the reason. Returns how
-    /// many calls were attempted.
-    pub async fn dispatch_api_calls<H: HttpCaller>(
-        &self,
-        caller: &H,
-        owner: &LeaseOwner,
-        limit: u32,
-    ) -> Result<usize, ServiceError> {
-        let calls = self
-            .store
-            .claim_api_calls(owner, self.clock.now(), self.config.api.lease, limit)
-            .await?;
-        let n = calls.len();
-        let results = futures_util::future::join_all(
-            calls.into_iter().map(|call| self.perform(caller, call)),
-        )
-        .await;
-        for result in results {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "api call bookkeeping failed; the call is retried after its lease");
-            }
-        }
-        Ok(n)
-    }
+/// Whether a wait still needs its API call: not when it is gone, decided (completed, timed
+/// out, cancelled, failed) or its `api` source already has its event (the callback came
+/// first).
+pub(crate) fn still_needed(wait: Option<&StoredWait>) -> bool {
+    wait.is_some_and(|w| w.state.is_open() && !w.state.satisfied().contains(&SourceName::api()))
+}
 
-    async fn perform<H: HttpCaller>(
+impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
+    /// One attempt of a claimed call. The wait is read first: a call its wait no longer needs
+    /// ([`still_needed`]) is finished without an attempt. A 2xx ends the call (in `sync` mode
+    /// its reply is delivered as the `api` event); connect errors, timeouts, 5xx and 429 are
+    /// retried with backoff (`Retry-After` respected) up to the attempt limit; other failures,
+    /// or the limit, fail the wait with the reason — unless the wait no longer needs the call
+    /// by then, in which case only the call ends.
+    pub(crate) async fn attempt_call<H: HttpCaller>(
         &self,
         caller: &H,
         call: ApiCallRecord,
     ) -> Result<(), ServiceError> {
         let wait_id = call.wait_id;
+        if !still_needed(self.store.get_wait(wait_id).await?.as_ref()) {
+            tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, "the wait no longer needs its api call (decided, or its api event arrived); the call is dropped without an attempt");
+            self.store
+                .finish_api_call(wait_id, self.clock.now())
+                .await?;
+            return Ok(());
+        }
         let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts);
         let outcome = tracing::Instrument::instrument(caller.call(&call.request), span).await;
         let now = self.clock.now();
@@ -104,6 +102,11 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         };
         match next_attempt(&self.config.api, call.attempts, failure) {
             NextAttempt::Retry { delay, reason } => {
+                if !still_needed(self.store.get_wait(wait_id).await?.as_ref()) {
+                    tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed; the wait no longer needs it, so it is not retried");
+                    self.store.finish_api_call(wait_id, now).await?;
+                    return Ok(());
+                }
                 tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, retry_in_ms = delay.as_millis() as u64, "api call failed; retrying");
                 self.store
                     .retry_api_call(wait_id, now.plus(delay), &reason, now)
@@ -111,11 +114,50 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 Ok(())
             }
             NextAttempt::Fail(reason) => {
-                tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed for good; failing the wait");
-                self.store.fail_api_call(wait_id, &reason, now).await?;
-                self.fail(wait_id, reason).await
+                if self.fail_for_call(wait_id, &reason).await? {
+                    tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed for good; the wait failed");
+                    self.store.fail_api_call(wait_id, &reason, now).await?;
+                } else {
+                    tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed for good, but the wait no longer needs it (decided, or its api event arrived); the wait is left as it is");
+                    self.store.finish_api_call(wait_id, now).await?;
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Fails the wait of a call that failed for good, by compare-and-set, only while the wait
+    /// still needs the call: a decided wait, or one whose `api` source already has its event,
+    /// is left as it is. Returns whether the wait was failed.
+    async fn fail_for_call(&self, wait_id: WaitId, reason: &str) -> Result<bool, ServiceError> {
+        let reason = truncate_reason(reason, MAX_RECORDED_REASON_BYTES);
+        self.retry_on_conflict(
+            || format!("failing wait {wait_id} after its api call"),
+            |_| async {
+                let Some(stored) = self.store.get_wait(wait_id).await? else {
+                    return Ok(Attempt::Done(false));
+                };
+                if !still_needed(Some(&stored)) {
+                    return Ok(Attempt::Done(false));
+                }
+                let now = self.clock.now();
+                let mut wait = stored.clone();
+                if wait.state.fail(reason.clone(), now).is_err() {
+                    return Ok(Attempt::Done(false));
+                }
+                stamp(&mut wait, now);
+                let mut tx = self.store.begin().await?;
+                if !tx.update_wait(&wait, stored.version).await? {
+                    return Ok(Attempt::Conflict);
+                }
+                if let Some(resume) = new_resume(&wait.state) {
+                    tx.insert_resume(&resume).await?;
+                }
+                tx.commit().await?;
+                Ok(Attempt::Done(true))
+            },
+        )
+        .await
     }
 
     /// A 2xx: in `sync` mode the reply is the wait's `api` event; the call is done.

@@ -32,6 +32,10 @@ pub struct ApiPolicy {
     pub max_backoff: Duration,
     /// How long one attempt is leased to an instance (longer than the HTTP timeout).
     pub lease: Duration,
+    /// Calls one instance makes at once.
+    pub max_in_flight: u32,
+    /// Calls one instance makes at once to one destination (host and port).
+    pub max_per_destination: u32,
 }
 
 impl Default for ApiPolicy {
@@ -42,6 +46,8 @@ impl Default for ApiPolicy {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             lease: Duration::from_secs(60),
+            max_in_flight: 64,
+            max_per_destination: 8,
         }
     }
 }

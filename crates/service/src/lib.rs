@@ -14,6 +14,7 @@ mod calls;
 mod close;
 mod config;
 mod deliver;
+mod dispatch;
 mod error;
 mod inspect;
 pub mod parse;
@@ -23,6 +24,7 @@ mod resumes;
 mod service;
 
 pub use config::{ApiPolicy, ServiceConfig};
+pub use dispatch::DEFER as API_CALL_DEFER;
 pub use error::ServiceError;
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
 pub use service::WaitService;

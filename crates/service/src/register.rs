@@ -2,8 +2,10 @@
 //! transaction (idempotency match, correlation lock, buffered early events, new topics, the
 //! outbound call, an immediate decision).
 
+use rendezvous_domain::request::RenderedCall;
 use rendezvous_domain::{
-    CorrelationId, SourceKind, SourceName, Timestamp, WaitId, WaitKey, WaitSpec, WaitState,
+    ConfigErrors, CorrelationId, SourceKind, SourceName, Timestamp, WaitId, WaitKey, WaitSpec,
+    WaitState,
 };
 use rendezvous_ports::{
     ApiCallRecord, Clock, FreshWait, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
@@ -15,6 +17,15 @@ use crate::{RegisterWait, Registered, ServiceError, WaitService};
 
 /// Where a rendered API call's URL is reported from, in errors.
 const CALL_URL_FIELD: &str = "node_config.data.apiCall.url";
+
+/// How many API calls are rendered at once (on the blocking pool): a flood of heavy templates
+/// waits for a permit instead of taking every thread.
+const RENDER_PERMITS: usize = 8;
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RENDER_PERMITS);
+
+/// A call's templates rendered before the wait exists (`None`: the spec has no call). An
+/// error is only reported if the wait turns out to need the call.
+type Prepared = Option<Result<RenderedCall, ConfigErrors>>;
 
 impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// Registers a wait, or returns the one registered earlier under the same idempotency
@@ -34,20 +45,24 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         }
         let spec = WaitSpec::from_json_str(&request.node_config_json)
             .map_err(ServiceError::InvalidConfig)?;
+        let prepared = prepare_call(&spec, &request).await?;
         let what = || {
             format!(
                 "registration of execution {} node {}",
                 request.execution_id, request.node_id
             )
         };
-        self.retry_on_conflict(what, |attempt| self.register_once(&request, &spec, attempt))
-            .await
+        self.retry_on_conflict(what, |attempt| {
+            self.register_once(&request, &spec, &prepared, attempt)
+        })
+        .await
     }
 
     async fn register_once(
         &self,
         request: &RegisterWait,
         spec: &WaitSpec,
+        prepared: &Prepared,
         attempt: u32,
     ) -> Result<Attempt<Registered>, ServiceError> {
         let now = self.clock.now();
@@ -65,7 +80,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             node_id: request.node_id.clone(),
         };
         if attempt == 0
-            && let Some(registered) = self.register_fresh(key.clone(), spec, request, now).await?
+            && let Some(registered) = self
+                .register_fresh(key.clone(), spec, request, prepared, now)
+                .await?
         {
             return Ok(Attempt::Done(registered));
         }
@@ -117,7 +134,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         }
         // The API call goes out only after this transaction commits, and only if the wait
         // still needs it.
-        let call = self.outbound_call(&wait.state, request)?;
+        let call = self.outbound_call(&wait.state, request, prepared)?;
         if let Some(call) = &call {
             tx.insert_api_call(call, now).await?;
         }
@@ -154,13 +171,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         key: WaitKey,
         spec: &WaitSpec,
         request: &RegisterWait,
+        prepared: &Prepared,
         now: Timestamp,
     ) -> Result<Option<Registered>, ServiceError> {
         if !self.new_topics(spec).is_empty() {
             return Ok(None);
         }
         let state = WaitState::register(key, spec.clone(), now);
-        let Ok(call) = self.outbound_call(&state, request) else {
+        let Ok(call) = self.outbound_call(&state, request, prepared) else {
             return Ok(None);
         };
         let wait = new_wait(state, request, now);
@@ -197,28 +215,32 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
 
     /// The outbound API call a newly registered wait puts in the outbox: none when its spec
     /// has none or the wait no longer needs it (decided, or the `api` source already
-    /// satisfied); the rendered request, carrying the caller's `traceparent`, otherwise. An
-    /// error when it cannot be rendered or its destination is not allowed.
+    /// satisfied); the rendered request (`prepared`, with the wait's ids), carrying the
+    /// caller's `traceparent`, otherwise. An error when it could not be rendered or its
+    /// destination is not allowed.
     fn outbound_call(
         &self,
         state: &WaitState,
         request: &RegisterWait,
+        prepared: &Prepared,
     ) -> Result<Option<ApiCallRecord>, ServiceError> {
-        let Some(call) = state.spec.api_call() else {
+        if state.spec.api_call().is_none() {
             return Ok(None);
-        };
+        }
         if !state.is_open() || state.satisfied().contains(&SourceName::api()) {
             return Ok(None);
         }
         let k = &state.key;
-        let mut rendered = call
-            .render(
-                &request.input_variables,
-                k.id,
-                &k.correlation_id,
-                &k.execution_id,
-            )
-            .map_err(ServiceError::InvalidConfig)?;
+        let rendered = match prepared {
+            Some(Ok(rendered)) => rendered,
+            Some(Err(errors)) => return Err(ServiceError::InvalidConfig(errors.clone())),
+            None => {
+                return Err(ServiceError::Internal(
+                    "the api call was not rendered before registration".into(),
+                ));
+            }
+        };
+        let mut rendered = rendered.for_wait(k.id, &k.correlation_id, &k.execution_id);
         self.config
             .api
             .destinations
@@ -238,6 +260,45 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             attempts: 0,
         }))
     }
+}
+
+/// Renders the spec's call templates from the request's variables, off the request threads
+/// (on the blocking pool, at most [`RENDER_PERMITS`] at once; a call without any template is
+/// rendered in place). Bounded by the domain's template limits (fuel, output size).
+async fn prepare_call(spec: &WaitSpec, request: &RegisterWait) -> Result<Prepared, ServiceError> {
+    let Some(call) = spec.api_call() else {
+        return Ok(None);
+    };
+    if !has_templates(call) {
+        return Ok(Some(call.render_templates(&request.input_variables)));
+    }
+    let _permit = RENDERING
+        .acquire()
+        .await
+        .map_err(|e| ServiceError::Internal(format!("the render pool is closed: {e}")))?;
+    let (call, vars) = (call.clone(), request.input_variables.clone());
+    let rendered = tokio::task::spawn_blocking(move || call.render_templates(&vars))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("rendering the api call failed: {e}")))?;
+    Ok(Some(rendered))
+}
+
+/// Whether any string of the call is a template.
+fn has_templates(call: &rendezvous_domain::ApiCall) -> bool {
+    fn json(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => is_template(s),
+            serde_json::Value::Array(items) => items.iter().any(json),
+            serde_json::Value::Object(map) => map.values().any(json),
+            _ => false,
+        }
+    }
+    fn is_template(s: &str) -> bool {
+        s.contains("{{") || s.contains("{%")
+    }
+    is_template(&call.url)
+        || call.headers.values().any(|v| is_template(v))
+        || call.body.as_ref().is_some_and(json)
 }
 
 /// A registration that found a wait under its idempotency identity: the same wait when the
