@@ -1,5 +1,5 @@
 //! The application: connects the database, builds the service and the gRPC server (with health
-//! and reflection), runs the sweeper, and shuts down gracefully.
+//! and reflection), runs the sweeper and the retention purge, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -181,6 +181,10 @@ impl Application {
             .build_v1()
             .context("building the reflection service")?;
         let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
+        let purger = config
+            .retention
+            .enabled
+            .then(|| tokio::spawn(purge(service.clone(), config.clone(), stopped.clone())));
         let caller = ReqwestCaller::new(config.api.caller_config()).map_err(anyhow::Error::msg)?;
         let dispatcher = config.api.enabled.then(|| {
             tokio::spawn(dispatch_calls(
@@ -227,6 +231,9 @@ impl Application {
             }
         };
         let _ = sweeper.await;
+        if let Some(purger) = purger {
+            let _ = purger.await;
+        }
         if let Some(dispatcher) = dispatcher {
             let _ = dispatcher.await;
         }
@@ -284,6 +291,24 @@ async fn sweep(service: Arc<Service>, config: Config, mut stopped: watch::Receiv
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Purges what finished more than `retention.keep_for` ago, every `retention.interval` (the
+/// first time one interval after start), until shutdown.
+async fn purge(service: Arc<Service>, config: Config, mut stopped: watch::Receiver<bool>) {
+    let retention = config.retention;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(retention.interval) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = service
+            .purge_expired(retention.keep_for, retention.batch.get())
+            .await
+        {
+            tracing::warn!(error = %e, "purging finished rows failed; retrying at the next interval");
         }
     }
 }

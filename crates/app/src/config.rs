@@ -4,6 +4,7 @@
 //! the config of the adapter it feeds (`KafkaSection::ingress_config`, ...).
 
 mod duration;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,6 +20,8 @@ use rendezvous_kafka_ingress::IngressConfig;
 use rendezvous_persistence::DatabaseConfig;
 use rendezvous_service::{ApiPolicy, ServiceConfig};
 use serde::{Deserialize, Deserializer, Serialize};
+
+pub use self::retention::RetentionSection;
 
 /// The prefix of the environment variables read: `RENDEZVOUS__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "RENDEZVOUS__";
@@ -44,6 +47,8 @@ pub struct Config {
     pub resume: ResumeSection,
     /// The timeout sweeper.
     pub sweeper: SweeperSection,
+    /// How long finished rows are kept.
+    pub retention: RetentionSection,
     /// Logs and traces.
     pub telemetry: TelemetrySection,
     /// The Kafka ingress.
@@ -61,6 +66,7 @@ impl Default for Config {
             service: ServiceSection::default(),
             resume: ResumeSection::default(),
             sweeper: SweeperSection::default(),
+            retention: RetentionSection::default(),
             telemetry: TelemetrySection::default(),
             kafka: KafkaSection::default(),
             api: ApiSection::default(),

@@ -21,10 +21,12 @@ pub mod parse;
 mod register;
 mod requests;
 mod resumes;
+mod retention;
 mod service;
 
 pub use config::{ApiPolicy, ServiceConfig};
 pub use dispatch::DEFER as API_CALL_DEFER;
 pub use error::ServiceError;
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
+pub use retention::MAX_PURGE_ROUNDS;
 pub use service::WaitService;
