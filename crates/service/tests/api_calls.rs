@@ -47,7 +47,14 @@ fn config() -> ServiceConfig {
 }
 
 async fn service<C: Clock>(clock: C) -> (Arc<Service<C>>, Database, TestDatabase) {
-    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    service_on(Backend::Sqlite, clock).await
+}
+
+async fn service_on<C: Clock>(
+    backend: Backend,
+    clock: C,
+) -> (Arc<Service<C>>, Database, TestDatabase) {
+    let db = TestDatabase::create(backend).await.unwrap();
     let database = Database::connect(&DatabaseConfig::new(&db.url))
         .await
         .unwrap();
@@ -463,7 +470,17 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_destination_holds_neither_other_calls_nor_more_than_its_slots() {
-    let (service, _database, _db) = service(SystemClock).await;
+    stalled_destination(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_destination_holds_neither_other_calls_nor_more_than_its_slots_on_postgres() {
+    stalled_destination(Backend::Postgres).await;
+}
+
+/// Five calls to a server that stalls, then four to one that answers at once.
+async fn stalled_destination(backend: Backend) {
+    let (service, _database, _db) = service_on(backend, SystemClock).await;
     let (slow, fast) = (server(true).await, server(false).await);
     let caller = ReqwestCaller::new(CallerConfig {
         timeout: Duration::from_secs(120),
