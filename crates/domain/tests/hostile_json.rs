@@ -3,7 +3,9 @@
 //! a few levels deeper and read back unchanged (so no accepted input can poison a row).
 
 use proptest::prelude::*;
-use rendezvous_domain::limits::{JsonError, MAX_JSON_DEPTH, json_depth, parse_json, parse_json_slice};
+use rendezvous_domain::limits::{
+    JsonError, MAX_JSON_DEPTH, json_depth, parse_json, parse_json_slice,
+};
 use serde_json::Value;
 
 fn json_value() -> impl Strategy<Value = Value> {

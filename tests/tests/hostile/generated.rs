@@ -40,9 +40,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         ]
     });
     // Wrap some values in a deep tower so both sides of the limit are tried.
-    (tree, prop_oneof![3 => Just(0usize), 1 => 40usize..80]).prop_map(|(value, depth)| {
-        (0..depth).fold(value, |v, _| Value::Array(vec![v]))
-    })
+    (tree, prop_oneof![3 => Just(0usize), 1 => 40usize..80])
+        .prop_map(|(value, depth)| (0..depth).fold(value, |v, _| Value::Array(vec![v])))
 }
 
 /// Text a hostile caller might send as JSON: valid, truncated, or bytes that are not JSON.
@@ -118,7 +117,10 @@ async fn one_delivery(app: &mut TestApp, text: String) -> Result<(), TestCaseErr
     match answer {
         Ok(_) => {
             let sent = sent.ok_or_else(|| TestCaseError::fail("accepted text that is not JSON"))?;
-            prop_assert!(json_depth(&sent) <= MAX_JSON_DEPTH, "accepted past the depth limit");
+            prop_assert!(
+                json_depth(&sent) <= MAX_JSON_DEPTH,
+                "accepted past the depth limit"
+            );
             let got = app
                 .get(&wait.wait_id)
                 .await

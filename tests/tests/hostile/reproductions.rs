@@ -79,7 +79,9 @@ pub(crate) async fn deep_json_is_refused_at_every_door(backend: Backend) -> Resu
     let status = err.downcast_ref::<tonic::Status>().expect("a gRPC status");
     ensure!(
         status.code() == Code::InvalidArgument
-            && status.message().contains("nests deeper than the limit of 64 levels"),
+            && status
+                .message()
+                .contains("nests deeper than the limit of 64 levels"),
         "{status:?}"
     );
     // The correlation id the deep early events named registers and works.

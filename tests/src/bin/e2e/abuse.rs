@@ -20,14 +20,23 @@ const MAX_RSS_KIB: u64 = 128 * 1024;
 pub(crate) async fn scenario_abuse(world: &World, instances: &[Instance]) -> Result<String> {
     let hostile = async {
         let rounds = join_all((0..10).map(|i| hostile_round(world, i))).await;
-        rounds.into_iter().collect::<Result<Vec<_>>>().map(|r| r.iter().sum::<usize>())
+        rounds
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+            .map(|r| r.iter().sum::<usize>())
     };
     let ordinary = async {
         let joins = join_all((0..40).map(|i| async move {
-            let order = if i % 2 == 0 { "api-then-kafka" } else { "kafka-then-api" };
+            let order = if i % 2 == 0 {
+                "api-then-kafka"
+            } else {
+                "kafka-then-api"
+            };
             let exec = format!("abuse-join-{}", uuid::Uuid::new_v4());
             let r = world.register(&exec, &world.seed_1(order), "").await?;
-            world.expect_outcome(&r.wait_id, v1::Outcome::Completed).await
+            world
+                .expect_outcome(&r.wait_id, v1::Outcome::Completed)
+                .await
         }));
         let timeouts = join_all((0..10).map(|_| async {
             let mut config = world.seed_1("none");
@@ -39,7 +48,10 @@ pub(crate) async fn scenario_abuse(world: &World, instances: &[Instance]) -> Res
                 .await
         }));
         let (joins, timeouts) = tokio::join!(joins, timeouts);
-        joins.into_iter().chain(timeouts).collect::<Result<Vec<()>>>()
+        joins
+            .into_iter()
+            .chain(timeouts)
+            .collect::<Result<Vec<()>>>()
     };
     let (refused, decided) = tokio::join!(hostile, ordinary);
     let refused = refused?;
@@ -53,7 +65,10 @@ pub(crate) async fn scenario_abuse(world: &World, instances: &[Instance]) -> Res
             .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?;
         // A process that died has no resident set (a zombie has no VmRSS line).
         let kib = rss_kib(pid).map_err(|e| anyhow::anyhow!("{name} died: {e}"))?;
-        ensure!(kib < MAX_RSS_KIB, "{name}: RSS {kib} KiB, over {MAX_RSS_KIB} KiB");
+        ensure!(
+            kib < MAX_RSS_KIB,
+            "{name}: RSS {kib} KiB, over {MAX_RSS_KIB} KiB"
+        );
         rss.push(kib / 1024);
     }
     Ok(format!(
@@ -67,16 +82,17 @@ async fn hostile_round(world: &World, round: usize) -> Result<usize> {
     let mut waits = world.clients[round % 2].clone();
     let mut callbacks = world.callbacks[round % 2].clone();
     let mut refused = 0;
-    let mut expect = |what: &str, answer: Result<(), tonic::Status>, codes: &[Code]| -> Result<()> {
-        match answer {
-            Err(s) if codes.contains(&s.code()) => {
-                refused += 1;
-                Ok(())
+    let mut expect =
+        |what: &str, answer: Result<(), tonic::Status>, codes: &[Code]| -> Result<()> {
+            match answer {
+                Err(s) if codes.contains(&s.code()) => {
+                    refused += 1;
+                    Ok(())
+                }
+                Err(s) => bail!("{what}: unexpected {:?}: {}", s.code(), s.message()),
+                Ok(()) => bail!("{what}: accepted"),
             }
-            Err(s) => bail!("{what}: unexpected {:?}: {}", s.code(), s.message()),
-            Ok(()) => bail!("{what}: accepted"),
-        }
-    };
+        };
     let register = |config: String| v1::RegisterWaitRequest {
         execution_id: format!("abuse-{}", uuid::Uuid::new_v4()),
         node_id: "hostile".into(),
@@ -88,8 +104,14 @@ async fn hostile_round(world: &World, round: usize) -> Result<usize> {
         "aggregationStrategy": {"type": "expression",
             "expression": format!("{}cb{}", "(".repeat(3000), ")".repeat(3000))}
     }});
-    let answer = waits.register_wait(register(deep_expression.to_string())).await;
-    expect("deep expression", answer.map(drop), &[Code::InvalidArgument])?;
+    let answer = waits
+        .register_wait(register(deep_expression.to_string()))
+        .await;
+    expect(
+        "deep expression",
+        answer.map(drop),
+        &[Code::InvalidArgument],
+    )?;
     let duplicated = r#"{"type": "wait_events", "data": {"timeout": 5, "timeout": 60}}"#;
     let answer = waits.register_wait(register(duplicated.into())).await;
     expect("duplicated key", answer.map(drop), &[Code::InvalidArgument])?;
@@ -98,7 +120,11 @@ async fn hostile_round(world: &World, round: usize) -> Result<usize> {
         "body": {"x": "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxx{% endfor %}{% endfor %}"}
     }}});
     let answer = waits.register_wait(register(template.to_string())).await;
-    expect("runaway template", answer.map(drop), &[Code::InvalidArgument])?;
+    expect(
+        "runaway template",
+        answer.map(drop),
+        &[Code::InvalidArgument],
+    )?;
     let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
     let answer = callbacks
         .deliver_event(v1::DeliverEventRequest {
@@ -132,12 +158,19 @@ async fn hostile_round(world: &World, round: usize) -> Result<usize> {
             ..Default::default()
         })
         .await;
-    expect("oversized message", answer.map(drop), &[Code::ResourceExhausted])?;
+    expect(
+        "oversized message",
+        answer.map(drop),
+        &[Code::ResourceExhausted],
+    )?;
     // A wait on a topic that does not exist must not disturb the topics that do.
     let missing = json!({"type": "wait_events", "data": {
         "kafkaEvent": {"topic": format!("abuse-missing-{}", uuid::Uuid::new_v4())}, "timeout": 60
     }});
-    let victim = waits.register_wait(register(missing.to_string())).await?.into_inner();
+    let victim = waits
+        .register_wait(register(missing.to_string()))
+        .await?
+        .into_inner();
     let answer = waits
         .cancel_wait(v1::CancelWaitRequest {
             key: Some(v1::cancel_wait_request::Key::WaitId(victim.wait_id)),
