@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rendezvous_domain::FieldPath;
+use rendezvous_domain::limits::{JsonError, MAX_JSON_DEPTH, parse_json_slice};
 use rendezvous_domain::spec::{DEFAULT_CORRELATION_ID_FIELD, DEFAULT_EXECUTION_ID_FIELD};
 use rendezvous_ports::TopicFields;
 use serde_json::Value;
@@ -117,8 +118,12 @@ pub fn extract(
     let value = value
         .filter(|v| !v.is_empty())
         .ok_or("the record has no value")?;
-    let payload: Value =
-        serde_json::from_slice(value).map_err(|e| format!("the value is not JSON: {e}"))?;
+    let payload = parse_json_slice(value, MAX_JSON_DEPTH).map_err(|e| match e {
+        JsonError::Syntax(detail) => format!("the value is not JSON: {detail}"),
+        JsonError::TooDeep { limit } => {
+            format!("the value nests deeper than the limit of {limit} levels (MAX_JSON_DEPTH)")
+        }
+    })?;
     let (correlation_fields, execution_fields) = index.fields(topic);
     let find = |fields: &[FieldPath]| {
         fields.iter().find_map(|f| {
@@ -259,5 +264,37 @@ mod tests {
         };
         let empty = extract(&index(), record, NAMING);
         assert_eq!(empty.unwrap_err(), "the record has no value");
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let at_limit = format!(
+            r#"{{"correlation_id": "c-1", "x": {}1{}}}"#,
+            "[".repeat(MAX_JSON_DEPTH - 1),
+            "]".repeat(MAX_JSON_DEPTH - 1)
+        );
+        assert!(run("orders", &at_limit, &[]).is_ok(), "at the limit");
+        assert_eq!(
+            run("orders", &deep, &[]).unwrap_err(),
+            "the value nests deeper than the limit of 64 levels (MAX_JSON_DEPTH)"
+        );
+        assert!(
+            run(
+                "orders",
+                r#"{"correlation_id": "a", "correlation_id": "b"}"#,
+                &[]
+            )
+            .unwrap_err()
+            .contains("duplicate key"),
+            "a duplicated key is refused, not resolved silently"
+        );
+        // Far past serde_json's own recursion limit: refused, never a crash.
+        let very_deep = "[".repeat(100_000);
+        assert!(
+            run("orders", &very_deep, &[])
+                .unwrap_err()
+                .contains("deeper")
+        );
     }
 }

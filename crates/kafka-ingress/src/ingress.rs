@@ -1,6 +1,7 @@
-//! The consumer loop: subscribe to the configured topics and those of registered waits, read
-//! records in batches, process partitions concurrently (in order within each), store offsets
-//! only after the effects are durable, quarantine what cannot be processed.
+//! The consumer loop: subscribe to the configured topics and those of registered waits that
+//! exist (cooperative rebalancing, so a new topic never pauses the others), read records in
+//! batches, process partitions concurrently (in order within each), store offsets only after
+//! the effects are durable, quarantine what cannot be processed (`record.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,15 +12,15 @@ use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, TopicPartitionList};
-use rendezvous_domain::{Channel, CorrelationId, EventKey, ExecutionId};
-use rendezvous_ports::{Clock, Quarantined, ResumeSignal, Store};
-use rendezvous_service::parse::{optional, required, tenant};
-use rendezvous_service::{Delivered, Delivery, Effect, ServiceError, WaitService};
+use rendezvous_ports::{Clock, ResumeSignal, Store};
+use rendezvous_service::WaitService;
 use tokio::sync::watch;
 
-use crate::extract::{Extracted, Naming, Record, TopicIndex, extract};
+use crate::extract::TopicIndex;
+use crate::record::MAX_RECORD_ATTEMPTS;
+use crate::subscription::Subscription;
 
 /// How the ingress connects and what it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +45,11 @@ pub struct IngressConfig {
     /// Where a new group starts on a topic: `earliest` (nothing published before the
     /// subscription is missed) or `latest`.
     pub auto_offset_reset: String,
-    /// Extra librdkafka properties (security settings, tuning).
+    /// How many times a record failing for another reason than database unavailability is
+    /// tried before it is quarantined (and its quarantine insert before it is passed over).
+    pub max_record_attempts: u32,
+    /// Extra librdkafka properties (security settings, tuning; they win over the ingress's
+    /// own defaults such as `partition.assignment.strategy`).
     pub properties: BTreeMap<String, String>,
 }
 
@@ -61,6 +66,7 @@ impl IngressConfig {
             tenant_header: "tenant_id".into(),
             max_batch: 500,
             auto_offset_reset: "earliest".into(),
+            max_record_attempts: MAX_RECORD_ATTEMPTS,
             properties: BTreeMap::new(),
         }
     }
@@ -87,8 +93,14 @@ pub struct IngressStats {
     pub duplicates: AtomicU64,
     /// Records quarantined.
     pub quarantined: AtomicU64,
+    /// Records passed over because even quarantining them kept failing (each one logged
+    /// with its topic, partition, offset and reason).
+    pub skipped: AtomicU64,
     /// Partitions currently assigned to this consumer.
     pub assigned_partitions: AtomicU64,
+    /// Partitions revoked from this consumer so far (under the cooperative protocol only those
+    /// that moved to another member, or whose topic left the subscription).
+    pub revoked_partitions: AtomicU64,
 }
 
 impl IngressStats {
@@ -105,9 +117,10 @@ impl IngressStats {
     }
 }
 
-/// Logs rebalances. Processing never overlaps a rebalance: callbacks run inside `recv`, which
-/// is only called between batches, after their offsets are stored.
-struct IngressContext {
+/// Logs rebalances and counts the assigned partitions. Processing never overlaps a rebalance:
+/// callbacks run inside `recv`, which is only called between batches, after their offsets are
+/// stored. Under the cooperative protocol a callback lists only the partitions that move.
+pub(crate) struct IngressContext {
     stats: Arc<IngressStats>,
 }
 
@@ -118,13 +131,21 @@ impl ConsumerContext for IngressContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "kafka partitions revoked");
-                self.stats.assigned_partitions.store(0, Ordering::Relaxed);
+                let revoked = tpl.count() as u64;
+                self.stats
+                    .revoked_partitions
+                    .fetch_add(revoked, Ordering::Relaxed);
+                let _ = self.stats.assigned_partitions.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| Some(n.saturating_sub(revoked)),
+                );
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "kafka partitions assigned");
                 self.stats
                     .assigned_partitions
-                    .store(tpl.count() as u64, Ordering::Relaxed);
+                    .fetch_add(tpl.count() as u64, Ordering::Relaxed);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
         }
@@ -141,17 +162,9 @@ fn describe(tpl: &TopicPartitionList) -> String {
 
 /// The ingress over the service.
 pub struct KafkaIngress<S, G, C> {
-    service: Arc<WaitService<S, G, C>>,
-    config: IngressConfig,
-    stats: Arc<IngressStats>,
-}
-
-/// What to do with a record after trying it.
-enum Handled {
-    /// Done (applied, buffered, duplicate or quarantined): its offset may be stored.
-    Done,
-    /// The database is unavailable: retry, do not store the offset.
-    Retry(ServiceError),
+    pub(crate) service: Arc<WaitService<S, G, C>>,
+    pub(crate) config: IngressConfig,
+    pub(crate) stats: Arc<IngressStats>,
 }
 
 impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
@@ -179,6 +192,10 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", &self.config.auto_offset_reset)
             .set("topic.metadata.refresh.interval.ms", "5000")
+            // Incremental rebalancing: a topic added to the subscription (or a member joining)
+            // moves only the partitions that change owner; the others keep flowing. Every
+            // member of a group must use the same protocol.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false");
         for (key, value) in &self.config.properties {
             config.set(key, value);
@@ -197,8 +214,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
 
     /// Consumes until `shutdown` turns true, then commits what was stored and leaves the group.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), IngressError> {
-        let consumer = self.consumer()?;
-        let mut subscribed: BTreeSet<String> = BTreeSet::new();
+        let consumer = Arc::new(self.consumer()?);
+        let mut subscription = Subscription::default();
         let mut index = TopicIndex::default();
         let mut refresh = tokio::time::interval(self.config.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,7 +225,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                 break;
             }
             tokio::select! {
-                first = consumer.recv(), if !subscribed.is_empty() => match first {
+                first = consumer.recv(), if !subscription.is_empty() => match first {
                     Ok(first) => {
                         let mut batch = vec![first.detach()];
                         while batch.len() < self.config.max_batch {
@@ -227,44 +244,46 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                     }
                     Err(e) => {
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
-                            // A wait named a topic that does not exist yet. Subscribe again at
-                            // the next refresh, so the topic is picked up once it is created.
-                            tracing::info!(error = %e, "a subscribed topic does not exist yet; will subscribe again");
-                            subscribed.clear();
+                            // A subscribed topic was deleted. librdkafka drops its partitions
+                            // and picks it up again if it comes back; subscribing again here
+                            // would only make the group rejoin and pause every topic.
+                            tracing::info!(error = %e, "a subscribed topic does not exist (any more)");
                         } else {
                             tracing::warn!(error = %e, "kafka consumer error");
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
-                _ = refresh.tick() => self.refresh(&consumer, &mut subscribed, &mut index).await,
-                () = self.service.topics_changed().notified() => self.refresh(&consumer, &mut subscribed, &mut index).await,
+                _ = refresh.tick() => self.refresh(&consumer, &mut subscription, &mut index).await,
+                () = self.service.topics_changed().notified() => self.refresh(&consumer, &mut subscription, &mut index).await,
                 _ = shutdown.changed() => {}
             }
         }
-        if !subscribed.is_empty()
+        if !subscription.is_empty()
             && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
         {
             tracing::debug!(error = %e, "final offset commit");
         }
         consumer.unsubscribe();
         let (received, applied, buffered, duplicates, quarantined) = self.stats.snapshot();
+        let skipped = self.stats.skipped.load(Ordering::Relaxed);
         tracing::info!(
             received,
             applied,
             buffered,
             duplicates,
             quarantined,
+            skipped,
             "kafka ingress stopped"
         );
         Ok(())
     }
 
-    /// Re-reads the topics of registered waits and re-subscribes when they changed.
+    /// Re-reads the topics of registered waits and subscribes to those that are new and exist.
     async fn refresh(
         &self,
-        consumer: &StreamConsumer<IngressContext>,
-        subscribed: &mut BTreeSet<String>,
+        consumer: &Arc<StreamConsumer<IngressContext>>,
+        subscription: &mut Subscription,
         index: &mut TopicIndex,
     ) {
         let topics = if self.config.follow_waits {
@@ -286,17 +305,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             .cloned()
             .chain(index.topics().map(str::to_owned))
             .collect();
-        if wanted == *subscribed || wanted.is_empty() {
-            return;
-        }
-        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        match consumer.subscribe(&names) {
-            Ok(()) => {
-                tracing::info!(topics = %names.join(","), "kafka subscription updated");
-                *subscribed = wanted;
-            }
-            Err(e) => tracing::warn!(error = %e, "kafka subscribe failed; retrying"),
-        }
+        subscription.update(consumer, wanted).await;
     }
 
     /// Processes a batch: partitions concurrently, records in order within each; stores each
@@ -344,128 +353,4 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         }
         complete || !*shutdown.borrow()
     }
-
-    /// Handles one record, retrying while the database is unavailable. False on shutdown.
-    async fn handle_until_done(
-        &self,
-        index: &TopicIndex,
-        message: &OwnedMessage,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match self.handle(index, message).await {
-                Handled::Done => return true,
-                Handled::Retry(e) => {
-                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), error = %e, "cannot process record; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait_for(|s| *s) => return false,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    async fn handle(&self, index: &TopicIndex, message: &OwnedMessage) -> Handled {
-        let origin = format!(
-            "kafka:{}/{}/{}",
-            message.topic(),
-            message.partition(),
-            message.offset()
-        );
-        let headers: BTreeMap<String, String> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|h| {
-                        Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = Record {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            value: message.payload(),
-            headers: &headers,
-        };
-        let naming = Naming {
-            event_id_field: &self.config.event_id_field,
-            tenant_header: &self.config.tenant_header,
-        };
-        let extracted = extract(index, record, naming);
-        let (ids, reason) = match extracted {
-            Ok(x) => {
-                let ids = (x.event_key.clone(), x.correlation_id.clone());
-                let delivery =
-                    delivery(x, message.topic(), message.payload().map_or(0, <[u8]>::len));
-                let result = match delivery {
-                    Ok(delivery) => self.service.deliver(delivery).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(Delivered::Buffered) => {
-                        self.stats.buffered.fetch_add(1, Ordering::Relaxed);
-                        return Handled::Done;
-                    }
-                    Ok(Delivered::BufferedDuplicate) => {
-                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                        return Handled::Done;
-                    }
-                    Ok(Delivered::Applied { effect, .. }) => {
-                        let counter = if effect == Effect::Duplicate {
-                            &self.stats.duplicates
-                        } else {
-                            &self.stats.applied
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        return Handled::Done;
-                    }
-                    // Not the record's fault: hold the partition and try again.
-                    Err(e) if e.is_retryable() => return Handled::Retry(e),
-                    Err(e) => (Some(ids), e.to_string()),
-                }
-            }
-            Err(reason) => (None, reason),
-        };
-        let quarantined = Quarantined {
-            origin,
-            event_key: ids.as_ref().map(|ids| ids.0.clone()),
-            correlation_id: ids.map(|ids| ids.1),
-            payload: message
-                .payload()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_default(),
-            reason,
-            at: self.service.now(),
-        };
-        match self.service.quarantine(quarantined).await {
-            Ok(()) => {
-                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                Handled::Done
-            }
-            Err(e) => Handled::Retry(e),
-        }
-    }
-}
-
-/// A record's ids, parsed into the service's delivery command (a bad id is refused naming
-/// the field, and the record quarantined with that reason).
-fn delivery(x: Extracted, topic: &str, size: usize) -> Result<Delivery, ServiceError> {
-    Ok(Delivery {
-        tenant: tenant(&x.tenant_id)?,
-        correlation_id: required("correlation_id", &x.correlation_id, CorrelationId::parse)?,
-        execution_id: optional(
-            "execution_id",
-            x.execution_id.as_deref().unwrap_or_default(),
-            ExecutionId::parse,
-        )?,
-        channel: Channel::Topic(topic.to_owned()),
-        payload: x.payload,
-        size,
-        event_key: required("event_key", &x.event_key, EventKey::parse)?,
-    })
 }
