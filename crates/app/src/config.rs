@@ -393,6 +393,13 @@ impl KafkaSection {
                 .properties
                 .entry("allow.auto.create.topics".into())
                 .or_insert_with(|| "true".into());
+            // The embedded broker waits `session.timeout.ms` - 1 s before it assigns the
+            // partitions of a topic added to the subscription (44 s with librdkafka's
+            // default). Its only member is this process, so a short session costs nothing.
+            ingress
+                .properties
+                .entry("session.timeout.ms".into())
+                .or_insert_with(|| "6000".into());
         }
         ingress
     }

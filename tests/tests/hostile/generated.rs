@@ -8,13 +8,15 @@ use std::sync::Mutex;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use rendezvous_domain::limits::{MAX_JSON_DEPTH, json_depth};
+use rendezvous_domain::limits::{
+    JsonError, MAX_JSON_DEPTH, json_depth, parse_json, parse_json_slice,
+};
 use rendezvous_grpc_api::v1;
 use rendezvous_tests::{Backend, TestApp};
 use serde_json::Value;
 use tonic::Code;
 
-use crate::{app, callback_only, deliver_raw};
+use crate::{app, deliver_raw};
 
 /// Cases per backend; CI runs both backends.
 const CASES: u32 = 1500;
@@ -68,7 +70,7 @@ fn refused(status: &tonic::Status) -> bool {
     )
 }
 
-/// Runs `cases` payloads through DeliverEvent against one instance.
+/// Runs [`CASES`] payloads through DeliverEvent and DeliverApiResponse against one instance.
 fn deliver_generated(backend: Backend) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -82,9 +84,9 @@ fn deliver_generated(backend: Backend) {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&payload_text(), |text| {
+    let result = runner.run(&door(), |door| {
         let mut app = app.lock().unwrap();
-        runtime.block_on(one_delivery(&mut app, text))
+        runtime.block_on(one_delivery(&mut app, door))
     });
     let app = app.into_inner().unwrap();
     runtime.block_on(async move {
@@ -96,48 +98,96 @@ fn deliver_generated(backend: Backend) {
     }
 }
 
-async fn one_delivery(app: &mut TestApp, text: String) -> Result<(), TestCaseError> {
+/// Where a generated payload goes in.
+#[derive(Debug, Clone)]
+enum Door {
+    /// `DeliverEvent.payload_json` for callback source `cb`.
+    Event(String),
+    /// `DeliverApiResponse.body`: any bytes.
+    Api(Vec<u8>),
+}
+
+fn door() -> impl Strategy<Value = Door> {
+    prop_oneof![
+        payload_text().prop_map(Door::Event),
+        payload_text().prop_map(|t| Door::Api(t.into_bytes())),
+        prop::collection::vec(any::<u8>(), 0..256).prop_map(Door::Api),
+    ]
+}
+
+/// A wait either door completes: an `api` source (calls are off in tests) or callback `cb`.
+fn api_or_callback() -> Value {
+    serde_json::json!({"type": "wait_events", "data": {
+        "apiCall": {"url": "https://x.example/a"},
+        "sources": {"cb": {"type": "callback"}},
+        "aggregationStrategy": "any",
+        "timeout": 60
+    }})
+}
+
+async fn one_delivery(app: &mut TestApp, door: Door) -> Result<(), TestCaseError> {
+    let execution_id = uuid::Uuid::new_v4().to_string();
     let wait = app
-        .register(&uuid::Uuid::new_v4().to_string(), &callback_only())
+        .register(&execution_id, &api_or_callback())
         .await
         .map_err(|e| TestCaseError::fail(format!("registration failed: {e}")))?;
-    let sent = serde_json::from_str::<Value>(&text).ok();
-    let execution_id = app.get(&wait.wait_id).await.unwrap().execution_id;
-    let answer = app
-        .callbacks
-        .deliver_event(v1::DeliverEventRequest {
-            correlation_id: wait.correlation_id.clone(),
-            execution_id,
-            source: "cb".into(),
-            payload_json: text.clone(),
-            event_key: "k".into(),
-            ..Default::default()
-        })
-        .await;
-    match answer {
-        Ok(_) => {
-            let sent = sent.ok_or_else(|| TestCaseError::fail("accepted text that is not JSON"))?;
-            prop_assert!(
-                json_depth(&sent) <= MAX_JSON_DEPTH,
-                "accepted past the depth limit"
-            );
+    // What must happen, by the reader every door uses: `Err` means refused.
+    let (answer, expected) = match door {
+        Door::Event(text) => {
+            let answer = app
+                .callbacks
+                .deliver_event(v1::DeliverEventRequest {
+                    correlation_id: wait.correlation_id.clone(),
+                    execution_id,
+                    source: "cb".into(),
+                    payload_json: text.clone(),
+                    event_key: "k".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop);
+            (answer, parse_json(&text, MAX_JSON_DEPTH).map_err(drop))
+        }
+        Door::Api(body) => {
+            let answer = app
+                .callbacks
+                .deliver_api_response(v1::DeliverApiResponseRequest {
+                    correlation_id: wait.correlation_id.clone(),
+                    execution_id,
+                    http_status: 200,
+                    body: body.clone(),
+                    idempotency_key: "k".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop);
+            // JSON stays JSON; anything else (a repeated key too) becomes text; too deep is
+            // refused.
+            let body = match parse_json_slice(&body, MAX_JSON_DEPTH) {
+                Ok(v) => Ok(v),
+                Err(JsonError::TooDeep { .. }) => Err(()),
+                Err(JsonError::Syntax(_)) => {
+                    Ok(Value::String(String::from_utf8_lossy(&body).into_owned()))
+                }
+            };
+            let expected =
+                body.map(|b| serde_json::json!({"status": 200, "headers": {}, "body": b}));
+            (answer, expected)
+        }
+    };
+    match (answer, expected) {
+        (Ok(()), Ok(expected)) => {
+            prop_assert!(json_depth(&expected) <= MAX_JSON_DEPTH + 1);
             let got = app
                 .get(&wait.wait_id)
                 .await
                 .map_err(|e| TestCaseError::fail(format!("GetWait failed: {e}")))?;
             let stored: Value = serde_json::from_str(&got.received[0].payload_json).unwrap();
-            prop_assert_eq!(stored, sent, "the stored payload differs");
+            prop_assert_eq!(stored, expected, "the stored payload differs");
         }
-        Err(status) => {
-            prop_assert!(refused(&status), "unexpected {:?}", status);
-            if let Some(sent) = sent {
-                prop_assert!(
-                    json_depth(&sent) > MAX_JSON_DEPTH || status.message().contains("duplicate"),
-                    "refused valid JSON: {:?}",
-                    status
-                );
-            }
-        }
+        (Err(status), Err(())) => prop_assert!(refused(&status), "unexpected {:?}", status),
+        (Ok(()), Err(())) => prop_assert!(false, "accepted what the reader refuses"),
+        (Err(status), Ok(_)) => prop_assert!(false, "refused an acceptable payload: {:?}", status),
     }
     Ok(())
 }

@@ -343,6 +343,14 @@ fn kafka_properties_from_the_file_reach_the_ingress() {
         Some("true"),
         "the embedded cluster creates topics on first use"
     );
+    assert_eq!(
+        embedded
+            .properties
+            .get("session.timeout.ms")
+            .map(String::as_str),
+        Some("6000"),
+        "a topic a new wait names is assigned in seconds, not 44 s"
+    );
 }
 
 #[test]
