@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::extract::TopicIndex;
 use crate::record::MAX_RECORD_ATTEMPTS;
-use crate::subscription::Subscription;
+use crate::subscription::{Lookup, Subscription};
 
 /// How the ingress connects and what it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,8 @@ pub struct IngressStats {
     /// Partitions revoked from this consumer so far (under the cooperative protocol only those
     /// that moved to another member, or whose topic left the subscription).
     pub revoked_partitions: AtomicU64,
+    /// Looks at the cluster's topics (for topics named by waits but not subscribed yet).
+    pub metadata_lookups: AtomicU64,
 }
 
 impl IngressStats {
@@ -216,6 +218,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), IngressError> {
         let consumer = Arc::new(self.consumer()?);
         let mut subscription = Subscription::default();
+        // A look at the cluster's topics in flight: the consumer goes on meanwhile.
+        let mut lookup: Option<Lookup> = None;
         let mut index = TopicIndex::default();
         let mut refresh = tokio::time::interval(self.config.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,8 +258,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
-                _ = refresh.tick() => self.refresh(&consumer, &mut subscription, &mut index).await,
-                () = self.service.topics_changed().notified() => self.refresh(&consumer, &mut subscription, &mut index).await,
+                _ = refresh.tick() => self.refresh(&consumer, &mut subscription, &mut index, &mut lookup).await,
+                () = self.service.topics_changed().notified() => self.refresh(&consumer, &mut subscription, &mut index, &mut lookup).await,
+                existing = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
+                    lookup = None;
+                    let existing = existing.unwrap_or_else(|e| Err(format!("metadata task: {e}")));
+                    subscription.looked_up(&consumer, existing);
+                }
                 _ = shutdown.changed() => {}
             }
         }
@@ -285,6 +294,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         consumer: &Arc<StreamConsumer<IngressContext>>,
         subscription: &mut Subscription,
         index: &mut TopicIndex,
+        lookup: &mut Option<Lookup>,
     ) {
         let topics = if self.config.follow_waits {
             match self.service.kafka_topics().await {
@@ -305,7 +315,10 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             .cloned()
             .chain(index.topics().map(str::to_owned))
             .collect();
-        subscription.update(consumer, wanted).await;
+        if let Some(started) = subscription.update(consumer, wanted, lookup.is_some()) {
+            self.stats.metadata_lookups.fetch_add(1, Ordering::Relaxed);
+            *lookup = Some(started);
+        }
     }
 
     /// Processes a batch: partitions concurrently, records in order within each; stores each

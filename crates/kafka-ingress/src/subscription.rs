@@ -10,11 +10,19 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::metadata::Metadata;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::ingress::IngressContext;
 
 /// How long one look at the cluster's topics may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often topics known to be missing are looked for again. A topic no one has looked for
+/// yet is looked up at once.
+pub(crate) const MISSING_LOOKUP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A look at the cluster's topics, running on a blocking thread while the consumer goes on.
+pub(crate) type Lookup = JoinHandle<Result<BTreeSet<String>, String>>;
 
 /// The subscription and the topics still missing from the cluster.
 #[derive(Debug, Default)]
@@ -23,6 +31,10 @@ pub(crate) struct Subscription {
     subscribed: BTreeSet<String>,
     /// Wanted topics the cluster did not have at the last look.
     missing: BTreeSet<String>,
+    /// The topics wanted at the last update.
+    wanted: BTreeSet<String>,
+    /// When the cluster's topics were last looked up.
+    looked_at: Option<Instant>,
 }
 
 impl Subscription {
@@ -31,50 +43,81 @@ impl Subscription {
         self.subscribed.is_empty()
     }
 
-    /// Brings the subscription to the `wanted` topics that exist. Topics already subscribed
-    /// stay (a deleted one is librdkafka's to drop); new ones are looked up in the cluster's
-    /// metadata first and subscribed only once they exist. Never unsubscribes from a topic
-    /// still wanted, never subscribes again when nothing changed.
-    pub(crate) async fn update(
+    /// Takes the `wanted` topics. Topics already subscribed stay (a deleted one is
+    /// librdkafka's to drop); a topic no longer wanted is dropped at once. New topics must be
+    /// looked up in the cluster's metadata first: returns a lookup to run when one is due
+    /// (`looking`: one is already running), and [`Subscription::looked_up`] finishes the
+    /// update with its answer. Topics known to be missing are looked for again at most every
+    /// [`MISSING_LOOKUP_INTERVAL`], so registrations naming them cost the consumer nothing.
+    pub(crate) fn update(
         &mut self,
         consumer: &Arc<StreamConsumer<IngressContext>>,
         wanted: BTreeSet<String>,
-    ) {
-        let new: BTreeSet<String> = wanted.difference(&self.subscribed).cloned().collect();
-        let gone = self.subscribed.difference(&wanted).next().is_some();
-        if new.is_empty() && !gone {
-            self.missing.clear();
-            return;
+        looking: bool,
+    ) -> Option<Lookup> {
+        self.wanted = wanted;
+        if self.subscribed.difference(&self.wanted).next().is_some() {
+            let next: BTreeSet<String> = self
+                .subscribed
+                .intersection(&self.wanted)
+                .cloned()
+                .collect();
+            self.subscribe(consumer, next);
         }
-        let existing = if new.is_empty() {
-            BTreeSet::new()
-        } else {
-            match existing_topics(consumer).await {
-                Ok(existing) => existing,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the cluster's topics; keeping the subscription");
-                    return;
-                }
+        let mut new = self.wanted.difference(&self.subscribed).peekable();
+        if new.peek().is_none() {
+            self.missing.clear();
+            return None;
+        }
+        let only_known_missing = new.all(|t| self.missing.contains(t));
+        let recently = self
+            .looked_at
+            .is_some_and(|at| at.elapsed() < MISSING_LOOKUP_INTERVAL);
+        if looking || (only_known_missing && recently) {
+            return None;
+        }
+        self.looked_at = Some(Instant::now());
+        Some(existing_topics(consumer))
+    }
+
+    /// Finishes an update with the topics the cluster has: subscribes to the wanted ones
+    /// that exist, and remembers the others as missing.
+    pub(crate) fn looked_up(
+        &mut self,
+        consumer: &Arc<StreamConsumer<IngressContext>>,
+        existing: Result<BTreeSet<String>, String>,
+    ) {
+        let existing = match existing {
+            Ok(existing) => existing,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's topics; keeping the subscription");
+                return;
             }
         };
-        let (present, missing): (BTreeSet<String>, BTreeSet<String>) =
-            new.into_iter().partition(|t| existing.contains(t));
+        let (present, missing): (BTreeSet<String>, BTreeSet<String>) = self
+            .wanted
+            .difference(&self.subscribed)
+            .cloned()
+            .partition(|t| existing.contains(t));
         if missing != self.missing && !missing.is_empty() {
             tracing::info!(
                 topics = %join(&missing),
-                "topics named by waits or kafka.topics do not exist yet; consuming the others and looking again at every refresh"
+                "topics named by waits or kafka.topics do not exist yet; consuming the others and looking again every few seconds"
             );
         }
         self.missing = missing;
-        if present.is_empty() && !gone {
+        if present.is_empty() {
             return;
         }
-        let next: BTreeSet<String> = self
-            .subscribed
-            .intersection(&wanted)
-            .cloned()
-            .chain(present)
-            .collect();
+        let next: BTreeSet<String> = self.subscribed.iter().cloned().chain(present).collect();
+        self.subscribe(consumer, next);
+    }
+
+    fn subscribe(
+        &mut self,
+        consumer: &Arc<StreamConsumer<IngressContext>>,
+        next: BTreeSet<String>,
+    ) {
         if next.is_empty() {
             // Nothing left to read: leave the group's assignment alone rather than
             // subscribing to nothing (the topics list only grows in practice).
@@ -103,19 +146,17 @@ fn join(topics: &BTreeSet<String>) -> String {
 
 /// The topics the cluster has (with at least one partition and no error), read from its
 /// metadata on a blocking thread (librdkafka's metadata call blocks).
-async fn existing_topics(
-    consumer: &Arc<StreamConsumer<IngressContext>>,
-) -> Result<BTreeSet<String>, String> {
+fn existing_topics(consumer: &Arc<StreamConsumer<IngressContext>>) -> Lookup {
     let consumer = consumer.clone();
-    let metadata: Metadata =
-        tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, METADATA_TIMEOUT))
-            .await
-            .map_err(|e| format!("metadata task: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        let metadata: Metadata = consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
             .map_err(|e| e.to_string())?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.name().to_owned())
-        .collect())
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name().to_owned())
+            .collect())
+    })
 }

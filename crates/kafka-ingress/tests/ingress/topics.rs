@@ -74,6 +74,40 @@ async fn topics_that_do_not_exist_never_disturb_one_that_does() {
     ingress.stop().await;
 }
 
+/// Waits naming a missing topic cost the consumer nothing: the cluster is looked at again
+/// at most every few seconds, not at every registration (in the e2e load against Tansu,
+/// a metadata request per registration starved consumption until waits timed out), and never
+/// while the consumer waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_naming_a_missing_topic_do_not_hammer_the_cluster() {
+    let h = harness().await;
+    h.kafka.create_topic("flowing-2", 1).unwrap();
+    let mut c = IngressConfig::new(h.kafka.bootstrap_servers(), "g-hammer");
+    c.refresh_interval = Duration::from_millis(100);
+    c.topics = vec!["flowing-2".into()];
+    let ingress = start(&h, c);
+    let started = std::time::Instant::now();
+    let mut waits = Vec::new();
+    for i in 0..100 {
+        waits.push(register(&h, &format!("exec-{i}"), &kafka_only("still-missing")).await);
+    }
+    let flowing = register(&h, "exec-flowing", &kafka_only("flowing-2")).await;
+    event_for(&h, "flowing-2", &flowing, "exec-flowing").await;
+    eventually("the flowing topic's event applied", async || {
+        ingress.stats.applied.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let lookups = ingress.stats.metadata_lookups.load(Ordering::Relaxed);
+    // One lookup when the topic first appears, then one per interval at most.
+    let allowed = 2 + started.elapsed().as_secs() / 5;
+    assert!(
+        lookups <= allowed,
+        "{lookups} metadata lookups for 100 registrations (allowed {allowed})"
+    );
+    assert!(status(&h, &waits[0]).await.starts_with("waiting"));
+    ingress.stop().await;
+}
+
 /// Issue 12, item 12: adding a topic to the subscription moves no partition already flowing.
 /// The embedded broker waits `session.timeout.ms` - 1 s for members to rejoin after a
 /// subscription change; meanwhile the old topic's events keep being applied.
