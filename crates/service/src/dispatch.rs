@@ -2,9 +2,11 @@
 //! each runs on its own (a call that ends frees its slot at once), at most
 //! `api.max_in_flight` per instance and `api.max_per_destination` per destination (host and
 //! port), so one slow partner cannot hold the calls of every other. A claimed call whose
-//! destination is busy is put back (not counted as an attempt) for [`DEFER`].
+//! destination is busy waits in the dispatcher for a slot, for at most half its lease, and is
+//! then put back (not counted as an attempt) for [`DEFER`]; the dispatcher claims no more
+//! calls than it has slots for, so a backlog for one destination costs no database work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,29 +72,73 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         stop: impl Future<Output = ()>,
     ) {
         let max_in_flight = self.config.api.max_in_flight.max(1) as usize;
+        let per_destination = self.config.api.max_per_destination.max(1);
+        // A claimed call is leased to this instance; one whose destination is busy waits
+        // here for a slot, but only for half its lease (then it is put back for another).
+        let hold = self.config.api.lease / 2;
         let mut stop = std::pin::pin!(stop);
         let mut busy = Busy::default();
         let mut running = JoinSet::new();
         let mut destinations: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut waiting: VecDeque<(String, ApiCallRecord, tokio::time::Instant)> = VecDeque::new();
         loop {
-            let free = max_in_flight.saturating_sub(running.len());
+            let mut start = Vec::new();
+            let mut expired = Vec::new();
+            let mut still = VecDeque::with_capacity(waiting.len());
+            for (to, call, since) in waiting.drain(..) {
+                if running.len() + start.len() < max_in_flight && busy.take(&to, per_destination) {
+                    start.push((to, call));
+                } else if since.elapsed() >= hold {
+                    expired.push(call.wait_id);
+                } else {
+                    still.push_back((to, call, since));
+                }
+            }
+            waiting = still;
+            if !expired.is_empty() {
+                self.put_back(&owner, &expired).await;
+            }
+            // Claim no more than the free slots. A claimed call whose destination is busy
+            // waits here (at most `max_in_flight` of them); past that it is put back at once.
+            let free = max_in_flight.saturating_sub(running.len() + start.len());
+            let mut overflow = Vec::new();
             let mut more = false;
             if free > 0 {
-                match self.claim_calls(&owner, free, &mut busy).await {
-                    Ok((calls, full)) => {
-                        more = full;
-                        for (to, call) in calls {
-                            let (service, caller) = (self.clone(), caller.clone());
-                            let task = running.spawn(async move {
-                                service.attempt_call(caller.as_ref(), call).await
-                            });
-                            destinations.insert(task.id(), to);
+                let limit = u32::try_from(free).unwrap_or(u32::MAX);
+                match self
+                    .store
+                    .claim_api_calls(&owner, self.clock.now(), self.config.api.lease, limit)
+                    .await
+                {
+                    Ok(calls) => {
+                        more = calls.len() == free;
+                        for call in calls {
+                            let to = destination(&call.request.url);
+                            if busy.take(&to, per_destination) {
+                                start.push((to, call));
+                            } else if waiting.len() < max_in_flight {
+                                waiting.push_back((to, call, tokio::time::Instant::now()));
+                            } else {
+                                overflow.push(call.wait_id);
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming api calls failed; retrying"),
                 }
             }
-            if more && running.len() < max_in_flight {
+            if !overflow.is_empty() {
+                self.put_back(&owner, &overflow).await;
+            }
+            let started = !start.is_empty();
+            for (to, call) in start {
+                let (service, caller) = (self.clone(), caller.clone());
+                let task =
+                    running.spawn(async move { service.attempt_call(caller.as_ref(), call).await });
+                destinations.insert(task.id(), to);
+            }
+            // More may be due, and some were started: claim again at once. Otherwise wait
+            // for a slot, a registration, or the poll interval.
+            if more && started && running.len() < max_in_flight {
                 continue;
             }
             tokio::select! {
@@ -108,8 +154,24 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 () = &mut stop => break,
             }
         }
+        let held: Vec<_> = waiting.iter().map(|(_, call, _)| call.wait_id).collect();
+        if !held.is_empty() {
+            self.put_back(&owner, &held).await;
+        }
         while let Some(ended) = running.join_next().await {
             log_ended(ended);
+        }
+    }
+
+    /// Puts claimed calls back in the outbox for [`DEFER`], not counted as attempts.
+    async fn put_back(&self, owner: &LeaseOwner, calls: &[rendezvous_domain::WaitId]) {
+        let now = self.clock.now();
+        if let Err(e) = self
+            .store
+            .defer_api_calls(owner, calls, now.plus(DEFER), now)
+            .await
+        {
+            tracing::warn!(error = %e, "putting back api calls failed; they are retried after their lease");
         }
     }
 
