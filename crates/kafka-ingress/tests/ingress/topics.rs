@@ -75,8 +75,8 @@ async fn topics_that_do_not_exist_never_disturb_one_that_does() {
 }
 
 /// Waits naming a missing topic cost the consumer nothing: the cluster is looked at again
-/// at most every few seconds, not at every registration (in the e2e load against Tansu,
-/// a metadata request per registration starved consumption until waits timed out), and never
+/// at most every few seconds, not at every registration (each registration wakes a refresh,
+/// and each refresh fetched the whole cluster's metadata inside the consumer loop), and never
 /// while the consumer waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_naming_a_missing_topic_do_not_hammer_the_cluster() {
