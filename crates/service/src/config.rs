@@ -46,8 +46,8 @@ impl Default for ApiPolicy {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             lease: Duration::from_secs(60),
-            max_in_flight: 64,
-            max_per_destination: 8,
+            max_in_flight: 128,
+            max_per_destination: 32,
         }
     }
 }
