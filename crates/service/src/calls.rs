@@ -77,26 +77,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         call: ApiCallRecord,
     ) -> Result<(), ServiceError> {
         let wait_id = call.wait_id;
-        let wait = self.store.get_wait(wait_id).await?;
-        if wait.is_none() && call.attempts < self.config.api.max_attempts {
-            // A call whose wait cannot be found is not dropped at once: seen in the e2e load
-            // (a call re-claimed after its instance was killed found no wait, although the
-            // wait was open; not explained yet), so it is tried again later, counted as an
-            // attempt, and ends with the attempt limit if the wait never appears.
-            let now = self.clock.now();
-            let reason = "its wait was not found".to_owned();
-            let delay =
-                match next_attempt(&self.config.api, call.attempts, Err((reason.clone(), None))) {
-                    NextAttempt::Retry { delay, .. } => delay,
-                    NextAttempt::Fail(_) => self.config.api.backoff,
-                };
-            tracing::warn!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, retry_in_ms = delay.as_millis() as u64, "api call claimed but its wait was not found; trying again later");
-            self.store
-                .retry_api_call(wait_id, now.plus(delay), &reason, now)
-                .await?;
-            return Ok(());
-        }
-        if !still_needed(wait.as_ref()) {
+        if !still_needed(self.store.get_wait(wait_id).await?.as_ref()) {
             tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, "the wait no longer needs its api call (decided, or its api event arrived); the call is dropped without an attempt");
             self.store
                 .finish_api_call(wait_id, self.clock.now())

@@ -128,7 +128,14 @@ impl External {
                 };
                 let (c, e) = (get("x-correlation-id"), get("x-execution-id"));
                 // Both events before the HTTP call returns: they are sent before answering.
-                if let Err(err) = me.handle(&order, c, e).await {
+                // On a task of their own, as a real service would: a caller that goes away
+                // (an instance SIGKILLed mid-call) must not cancel events half sent — the
+                // API event delivered and the Kafka one never published, while the call,
+                // its `api` source satisfied, is rightly not made again.
+                let sent = tokio::spawn(async move { me.handle(&order, c, e).await })
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("handler task: {e}")));
+                if let Err(err) = sent {
                     eprintln!("e2e: external service: {err:#}");
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "retry").into_response();
                 }
