@@ -270,7 +270,7 @@ async fn prepare_call(spec: &WaitSpec, request: &RegisterWait) -> Result<Prepare
     let Some(call) = spec.api_call() else {
         return Ok(None);
     };
-    if !has_templates(call) || template_bytes(call) <= INLINE_TEMPLATE_BYTES {
+    if template_bytes(call) <= INLINE_TEMPLATE_BYTES {
         return Ok(Some(call.render_templates(&request.input_variables)));
     }
     let _permit = RENDERING
@@ -289,37 +289,27 @@ async fn prepare_call(spec: &WaitSpec, request: &RegisterWait) -> Result<Prepare
 /// blocking pool cost more than rendering them (measured: a third more CPU per join).
 const INLINE_TEMPLATE_BYTES: usize = 4096;
 
-/// The source text of a call's templates, in bytes.
+/// The source text of a call's templates (its strings holding `{{` or `{%`), in bytes: zero
+/// for a call without any.
 fn template_bytes(call: &rendezvous_domain::ApiCall) -> usize {
+    fn text(s: &str) -> usize {
+        if s.contains("{{") || s.contains("{%") {
+            s.len()
+        } else {
+            0
+        }
+    }
     fn json(value: &serde_json::Value) -> usize {
         match value {
-            serde_json::Value::String(s) => s.len(),
+            serde_json::Value::String(s) => text(s),
             serde_json::Value::Array(items) => items.iter().map(json).sum(),
             serde_json::Value::Object(map) => map.values().map(json).sum(),
             _ => 0,
         }
     }
-    call.url.len()
-        + call.headers.values().map(String::len).sum::<usize>()
+    text(&call.url)
+        + call.headers.values().map(|v| text(v)).sum::<usize>()
         + call.body.as_ref().map_or(0, json)
-}
-
-/// Whether any string of the call is a template.
-fn has_templates(call: &rendezvous_domain::ApiCall) -> bool {
-    fn json(value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(s) => is_template(s),
-            serde_json::Value::Array(items) => items.iter().any(json),
-            serde_json::Value::Object(map) => map.values().any(json),
-            _ => false,
-        }
-    }
-    fn is_template(s: &str) -> bool {
-        s.contains("{{") || s.contains("{%")
-    }
-    is_template(&call.url)
-        || call.headers.values().any(|v| is_template(v))
-        || call.body.as_ref().is_some_and(json)
 }
 
 /// A registration that found a wait under its idempotency identity: the same wait when the

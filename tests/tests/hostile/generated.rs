@@ -70,8 +70,14 @@ fn refused(status: &tonic::Status) -> bool {
     )
 }
 
-/// Runs [`CASES`] payloads through DeliverEvent and DeliverApiResponse against one instance.
-fn deliver_generated(backend: Backend) {
+/// Runs `cases` generated values through `case` against one instance on `backend`, stops
+/// the instance, and fails with proptest's minimal failing input.
+fn run_cases<S: Strategy>(
+    backend: Backend,
+    cases: u32,
+    strategy: S,
+    case: impl AsyncFn(&mut TestApp, S::Value) -> Result<(), TestCaseError>,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,13 +86,13 @@ fn deliver_generated(backend: Backend) {
     let (db, app) = runtime.block_on(app(backend)).unwrap();
     let app = Mutex::new(app);
     let mut runner = TestRunner::new(Config {
-        cases: CASES,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&door(), |door| {
+    let result = runner.run(&strategy, |value| {
         let mut app = app.lock().unwrap();
-        runtime.block_on(one_delivery(&mut app, door))
+        runtime.block_on(case(&mut app, value))
     });
     let app = app.into_inner().unwrap();
     runtime.block_on(async move {
@@ -96,6 +102,11 @@ fn deliver_generated(backend: Backend) {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// Runs [`CASES`] payloads through DeliverEvent and DeliverApiResponse against one instance.
+fn deliver_generated(backend: Backend) {
+    run_cases(backend, CASES, door(), one_delivery);
 }
 
 /// Where a generated payload goes in.
@@ -195,18 +206,6 @@ async fn one_delivery(app: &mut TestApp, door: Door) -> Result<(), TestCaseError
 /// Generated node configs: every one is either accepted or refused by name, never a crash
 /// or an INTERNAL.
 fn register_generated(backend: Backend) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (db, app) = runtime.block_on(app(backend)).unwrap();
-    let app = Mutex::new(app);
-    let mut runner = TestRunner::new(Config {
-        cases: CASES / 3,
-        failure_persistence: None,
-        ..Config::default()
-    });
     let config = (json_value(), "\\PC{0,40}", 0usize..40).prop_map(|(body, expr, depth)| {
         serde_json::json!({"type": "wait_events", "data": {
             "apiCall": {"url": "https://x.example/{{a}}", "body": body},
@@ -216,35 +215,24 @@ fn register_generated(backend: Backend) {
         }})
         .to_string()
     });
-    let result = runner.run(&config, |text| {
-        let mut app = app.lock().unwrap();
-        runtime.block_on(async {
-            let answer = app
-                .waits
-                .register_wait(v1::RegisterWaitRequest {
-                    execution_id: uuid::Uuid::new_v4().to_string(),
-                    node_id: "n".into(),
-                    node_config_json: text,
-                    ..Default::default()
-                })
-                .await;
-            if let Err(status) = answer {
-                prop_assert!(refused(&status), "unexpected {:?}", status);
-            }
-            // The instance still answers an ordinary request.
-            let ok = deliver_raw(&mut app, "probe", "k", "{}".into()).await;
-            prop_assert!(ok.is_ok(), "the instance stopped answering: {:?}", ok);
-            Ok(())
-        })
+    run_cases(backend, CASES / 3, config, async |app, text| {
+        let answer = app
+            .waits
+            .register_wait(v1::RegisterWaitRequest {
+                execution_id: uuid::Uuid::new_v4().to_string(),
+                node_id: "n".into(),
+                node_config_json: text,
+                ..Default::default()
+            })
+            .await;
+        if let Err(status) = answer {
+            prop_assert!(refused(&status), "unexpected {:?}", status);
+        }
+        // The instance still answers an ordinary request.
+        let ok = deliver_raw(app, "probe", "k", "{}".into()).await;
+        prop_assert!(ok.is_ok(), "the instance stopped answering: {:?}", ok);
+        Ok(())
     });
-    let app = app.into_inner().unwrap();
-    runtime.block_on(async move {
-        app.stop().await.unwrap();
-        drop(db);
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }
 
 #[test]
