@@ -17,11 +17,10 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionSession, TransactionTrait,
 };
 
-use super::{events, resumes};
+use super::{calls, events, resumes};
 use crate::entities::{api_calls, early_events, kafka_topics, resume_outbox, waits};
 use crate::rows::{
-    BufferStatus, CallStatus, db_err, json, progress_json, repair_wait, replacement_resume,
-    wait_from_row,
+    BufferStatus, db_err, json, progress_json, repair_wait, replacement_resume, wait_from_row,
 };
 use crate::signal::SqlResumeSignal;
 
@@ -286,28 +285,13 @@ pub(crate) async fn fail_call(
         },
     )
     .await?;
-    api_calls::Entity::update_many()
-        .col_expr(
-            api_calls::Column::Status,
-            Expr::value(CallStatus::Failed.as_str()),
-        )
-        .col_expr(
-            api_calls::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            api_calls::Column::LeaseUntil,
-            Expr::value(Option::<i64>::None),
-        )
-        .col_expr(
-            api_calls::Column::LastError,
-            Expr::value(crate::text::stored_owned(&reason)),
-        )
-        .col_expr(api_calls::Column::UpdatedAt, Expr::value(now.as_millis()))
-        .filter(api_calls::Column::WaitId.eq(row.wait_id))
-        .exec(conn)
-        .await
-        .map_err(db_err)?;
+    calls::fail(
+        conn,
+        rendezvous_domain::WaitId::from_uuid(row.wait_id),
+        &reason,
+        now,
+    )
+    .await?;
     Ok(())
 }
 
