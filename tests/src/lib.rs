@@ -3,6 +3,7 @@
 //! engine and a callback gateway do. This file holds the helpers; tests live in `tests/`.
 
 pub mod procs;
+pub mod security;
 
 use std::time::Duration;
 
@@ -291,6 +292,8 @@ pub enum Reply {
     Json(u16, serde_json::Value),
     /// Answer with this status and a `Retry-After` header (seconds).
     RetryAfter(u16, u64),
+    /// Answer with this status and this body as it is (`text/plain`; a hostile upstream).
+    Text(u16, String),
     /// Wait this long, then answer 200 (to make the caller time out).
     Slow(Duration),
     /// First deliver the API response through the callback gateway RPC, then answer 200.
@@ -371,6 +374,9 @@ impl FakeApi {
                         "busy",
                     )
                         .into_response(),
+                    Reply::Text(status, text) => {
+                        (StatusCode::from_u16(status).expect("status"), text).into_response()
+                    }
                     Reply::Slow(delay) => {
                         tokio::time::sleep(delay).await;
                         (StatusCode::OK, "late").into_response()

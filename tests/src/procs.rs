@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail, ensure};
 use rendezvous_grpc_api::v1;
 use tonic::transport::Channel;
 
+use crate::security::{ClientCredentials, tls_channel};
+
 /// A child process that is killed when dropped.
 pub struct Proc {
     name: String,
@@ -183,6 +185,34 @@ pub async fn create_topic(bootstrap: &str) -> Result<()> {
     Ok(())
 }
 
+/// Adds `authorization: Bearer <token>` to every request of a client, when a token is set.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// Sends `token` with every request.
+    pub fn token(token: &str) -> Result<Self> {
+        Ok(Self(Some(format!("Bearer {token}").parse()?)))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose requests carry a bearer token (or none).
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 /// One service instance.
 pub struct Instance {
     /// The process.
@@ -191,6 +221,7 @@ pub struct Instance {
     env: Vec<(String, String)>,
     binary: PathBuf,
     log: PathBuf,
+    credentials: Option<ClientCredentials>,
 }
 
 impl Instance {
@@ -212,6 +243,7 @@ impl Instance {
             env,
             binary: binary.into(),
             log,
+            credentials: None,
         };
         instance.restart().await?;
         Ok(instance)
@@ -237,13 +269,36 @@ impl Instance {
         wait_for_port(self.port, Duration::from_secs(60)).await
     }
 
-    /// A connected gRPC channel to it.
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Clients of this instance connect over TLS with these credentials (it was started
+    /// with the matching [`crate::security::SecureDeployment`] environment).
+    pub fn with_credentials(mut self, credentials: ClientCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// A connected gRPC channel to it, as the engine (its client certificate, with TLS).
     pub async fn channel(&self) -> Result<Channel> {
-        Ok(
-            Channel::from_shared(format!("http://127.0.0.1:{}", self.port))?
-                .connect()
-                .await?,
-        )
+        match &self.credentials {
+            None => Ok(
+                Channel::from_shared(format!("http://127.0.0.1:{}", self.port))?
+                    .connect()
+                    .await?,
+            ),
+            Some(c) => tls_channel(self.port, &c.ca, Some(&c.engine)).await,
+        }
+    }
+
+    /// A connected gRPC channel to it, as the callback gateway.
+    pub async fn gateway_channel(&self) -> Result<Channel> {
+        match &self.credentials {
+            None => self.channel().await,
+            Some(c) => tls_channel(self.port, &c.ca, Some(&c.gateway)).await,
+        }
     }
 }
 

@@ -1,12 +1,12 @@
 //! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures:
-//! formatting, codegen, the proto contract (buf lint and breaking), clippy, every test, then
-//! the e2e.
+//! formatting, codegen, the proto contract (buf lint and breaking), clippy, every test (with
+//! Tansu installed first, for the Kafka SASL test), then the e2e.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{codegen, e2e, proto, workspace_root};
+use crate::{codegen, e2e, proto, tools, workspace_root};
 
 pub(crate) fn run() -> Result<()> {
     ensure_postgres()?;
@@ -22,7 +22,13 @@ pub(crate) fn run() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace", "--locked"])?;
+    // Kafka's SASL test runs against Tansu, installed once per machine (the e2e needs it too);
+    // with the variable set it fails rather than skips when Tansu is missing.
+    let tansu = tools::tansu()?;
+    cargo_with(
+        &["test", "--workspace", "--locked"],
+        &[("RENDEZVOUS_TEST_TANSU", tansu.as_os_str())],
+    )?;
     // The multi-instance e2e: release build, three instances, PostgreSQL, a Tansu broker
     // (installed once per machine into the tool cache), faults and a 10,000-wait load phase.
     eprintln!("ci: cargo xtask e2e");
@@ -32,10 +38,16 @@ pub(crate) fn run() -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+/// `cargo args` with these environment variables set.
+fn cargo_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     eprintln!("ci: cargo {}", args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

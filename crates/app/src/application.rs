@@ -68,7 +68,10 @@ impl Application {
             database.store(),
             database.signal(),
             SystemClock,
-            config.service.service_config(&config.api),
+            rendezvous_service::ServiceConfig {
+                topics: config.kafka.topic_policy(config.kafka.brokers.is_empty()),
+                ..config.service.service_config(&config.api, &config.secrets)
+            },
         ));
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -159,11 +162,21 @@ impl Application {
             embedded_kafka,
         } = self;
         let addr = listener.local_addr()?;
+        let auth = config.auth.authenticator()?;
+        if auth.is_open() {
+            tracing::warn!(%addr, "no authentication configured: every caller acts as an admin of every tenant (allowed on loopback; see SECURITY.md)");
+        }
+        let tls = config
+            .server
+            .tls
+            .server_config()?
+            .map(tokio_rustls::TlsAcceptor::from);
         let api = GrpcApi::new(
             service.clone(),
             config.resume.stream_config(),
             stopped.clone(),
-        );
+        )
+        .with_auth(auth);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<v1::wait_service_server::WaitServiceServer<
@@ -185,7 +198,8 @@ impl Application {
             .retention
             .enabled
             .then(|| tokio::spawn(purge(service.clone(), config.clone(), stopped.clone())));
-        let caller = ReqwestCaller::new(config.api.caller_config()).map_err(anyhow::Error::msg)?;
+        let caller = ReqwestCaller::new(config.api.caller_config(&config.secrets))
+            .map_err(anyhow::Error::msg)?;
         let dispatcher = config.api.enabled.then(|| {
             tokio::spawn(dispatch_calls(
                 service.clone(),
@@ -198,11 +212,12 @@ impl Application {
             let ingress_config = config.kafka.ingress_config(embedded_kafka.is_some());
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
-        tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), "rendezvous listening");
+        tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), tls = config.server.tls.enabled(), "rendezvous listening");
         let incoming = crate::listener::incoming(
             listener,
             config.server.max_connections.get() as usize,
             config.server.idle_timeout,
+            tls,
         );
         let grace = config.server.shutdown_grace;
         let mut stopped_for_grace = stopped.clone();

@@ -46,6 +46,41 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the service (the default command).
     Serve(ServeArgs),
+    /// Make a new API key (or hash one given) and print it with the SHA-256 that goes into
+    /// `[[auth.api_keys]]`. Only the hash belongs in the configuration.
+    ApiKey(ApiKeyArgs),
+}
+
+/// `api-key`'s flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ApiKeyArgs {
+    /// Hash this key instead of making a new one (read from the environment, not the command
+    /// line, so it stays out of shell history).
+    #[arg(long, value_name = "VAR")]
+    pub from_env: Option<String>,
+}
+
+impl ApiKeyArgs {
+    /// The text `api-key` prints.
+    fn run(&self, env: impl IntoIterator<Item = (String, String)>) -> Result<String> {
+        let key = match &self.from_env {
+            Some(var) => env
+                .into_iter()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--from-env: {var} is not set"))?,
+            None => format!(
+                "rdv_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        };
+        let sha256 = rendezvous_grpc_api::auth::api_key_sha256(&key);
+        Ok(format!(
+            "key:    {key}\nsha256: {sha256}\n\n[[auth.api_keys]]\nname = \"...\"\nsha256 = \"{sha256}\"\nroles = [\"engine\"]\ntenants = [\"...\"]\n"
+        ))
+    }
 }
 
 /// `serve`'s flags: each overrides one setting of the configuration.
@@ -128,6 +163,7 @@ impl Config {
         };
         match cli.command {
             Some(CliCommand::Serve(args)) => Ok(Command::Run(Box::new(args.config(env)?))),
+            Some(CliCommand::ApiKey(args)) => Ok(Command::Print(args.run(env)?)),
             None => Ok(Command::Run(Box::new(cli.serve.config(env)?))),
         }
     }

@@ -3,8 +3,12 @@
 //! flags, checked while it is read and validated once at start-up. Each section also builds
 //! the config of the adapter it feeds (`KafkaSection::ingress_config`, ...).
 
+mod auth;
 mod duration;
+mod kafka_tenants;
+mod outbound;
 mod retention;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,15 +17,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rendezvous_domain::Destinations;
+use rendezvous_domain::{AllowedDestination, Destinations};
 use rendezvous_grpc_api::ResumeStreamConfig;
 use rendezvous_http_caller::CallerConfig;
 use rendezvous_kafka_ingress::IngressConfig;
-use rendezvous_persistence::DatabaseConfig;
+use rendezvous_persistence::{DatabaseConfig, PgTls};
 use rendezvous_service::{ApiPolicy, ServiceConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use self::auth::{
+    ApiKeyEntry, AuthSection, CertificateEntry, ClientCertificates, JwtSection, TlsSection,
+};
+pub use self::kafka_tenants::{AnyTopic, TopicName, TopicPatternSetting, TopicSection};
+pub use self::outbound::{ENV_KAFKA_PROPERTY_FILES, Secret, SslModeSetting, read_secret};
 pub use self::retention::RetentionSection;
+pub use self::secrets::{SecretEntry, SecretsSection};
 
 /// The prefix of the environment variables read: `RENDEZVOUS__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "RENDEZVOUS__";
@@ -55,6 +65,10 @@ pub struct Config {
     pub kafka: KafkaSection,
     /// Outbound API calls.
     pub api: ApiSection,
+    /// Secrets outbound calls may send in a header, by name.
+    pub secrets: SecretsSection,
+    /// Who may call, and as whom.
+    pub auth: AuthSection,
 }
 
 impl Default for Config {
@@ -70,6 +84,8 @@ impl Default for Config {
             telemetry: TelemetrySection::default(),
             kafka: KafkaSection::default(),
             api: ApiSection::default(),
+            secrets: SecretsSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -98,6 +114,8 @@ pub struct ServerConfig {
     /// (pings do not count; an open `ResumeStream` does).
     #[serde(with = "duration::positive")]
     pub idle_timeout: Duration,
+    /// TLS (and client certificates).
+    pub tls: TlsSection,
 }
 
 impl Default for ServerConfig {
@@ -110,17 +128,33 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            tls: TlsSection::default(),
         }
     }
 }
 
 /// `[database]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSection {
     /// `postgres://user@host/db` or `sqlite://path?mode=rwc`. Empty: SQLite under `data_dir`.
-    #[serde(deserialize_with = "database_url")]
+    /// Written out with its password masked.
+    #[serde(deserialize_with = "database_url", serialize_with = "redacted_url")]
     pub url: String,
+    /// A file holding the URL instead of `url` (a mounted secret). Empty: none.
+    pub url_file: PathBuf,
+    /// A file holding the PostgreSQL password; it wins over one in the URL. Empty: none.
+    pub password_file: PathBuf,
+    /// PostgreSQL's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
+    /// Empty: the URL's, whose default is `prefer`.
+    pub ssl_mode: SslModeSetting,
+    /// PEM root certificates the server's must chain to (`sslrootcert`). Empty: the URL's,
+    /// else the system's roots.
+    pub ssl_root_cert: PathBuf,
+    /// A PEM client certificate for certificate authentication (`sslcert`), with `ssl_key`.
+    pub ssl_cert: PathBuf,
+    /// The PEM private key of `ssl_cert` (`sslkey`).
+    pub ssl_key: PathBuf,
     /// Pool size (PostgreSQL).
     pub max_connections: NonZeroU32,
     /// Apply migrations at start-up.
@@ -128,6 +162,34 @@ pub struct DatabaseSection {
     /// Connect timeout.
     #[serde(with = "duration::positive")]
     pub connect_timeout: Duration,
+    /// What `url_file` and `password_file` held (read with the configuration).
+    #[serde(skip)]
+    files: DatabaseFiles,
+}
+
+/// The values of `database.url_file` and `database.password_file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DatabaseFiles {
+    url: Option<Secret>,
+    password: Option<Secret>,
+}
+
+/// Without secrets: the URL's password is masked, the files' contents are not shown.
+impl std::fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSection")
+            .field("url", &rendezvous_persistence::redact(&self.url))
+            .field("url_file", &self.url_file)
+            .field("password_file", &self.password_file)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("max_connections", &self.max_connections)
+            .field("run_migrations", &self.run_migrations)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The defaults of the sections that feed an adapter are that adapter's own (one source each);
@@ -143,9 +205,16 @@ impl Default for DatabaseSection {
         let adapter = DatabaseConfig::new(String::new());
         Self {
             url: adapter.url,
+            url_file: PathBuf::new(),
+            password_file: PathBuf::new(),
+            ssl_mode: SslModeSetting(adapter.tls.mode),
+            ssl_root_cert: PathBuf::new(),
+            ssl_cert: PathBuf::new(),
+            ssl_key: PathBuf::new(),
             max_connections: non_zero(adapter.max_connections, "database.max_connections"),
             run_migrations: adapter.run_migrations,
             connect_timeout: adapter.connect_timeout,
+            files: DatabaseFiles::default(),
         }
     }
 }
@@ -264,9 +333,13 @@ pub struct TelemetrySection {
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `rendezvous=debug,info`. `RUST_LOG` wins when set.
     pub log_level: String,
-    /// OTLP/gRPC collector for trace export, e.g. `http://127.0.0.1:4317`. Empty: off.
+    /// OTLP/gRPC collector for trace export, e.g. `http://127.0.0.1:4317`, or `https://...`
+    /// (TLS, verified against the system's roots and `otlp_ca_file`). Empty: off.
     #[serde(deserialize_with = "otlp_endpoint")]
     pub otlp_endpoint: String,
+    /// PEM root certificates the collector's must chain to (a private CA), besides the
+    /// system's. Empty: the system's only.
+    pub otlp_ca_file: PathBuf,
 }
 
 impl Default for TelemetrySection {
@@ -275,6 +348,7 @@ impl Default for TelemetrySection {
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
             otlp_endpoint: String::new(),
+            otlp_ca_file: PathBuf::new(),
         }
     }
 }
@@ -332,8 +406,18 @@ pub struct KafkaSection {
     pub refresh_interval: Duration,
     /// Header or JSON field with an event's identity (else topic/partition/offset).
     pub event_id_field: String,
-    /// Header with an event's tenant (else the default tenant).
+    /// Header that may name an event's tenant, on topics whose table sets
+    /// `tenant_from_header` (elsewhere a record's tenant is its topic's).
     pub tenant_header: String,
+    /// Whether waits may name topics no setting configures: `false`, `true` (records' tenant
+    /// from the header: the old behaviour) or `"embedded"` (only on the in-process broker).
+    pub allow_any_topic: AnyTopic,
+    /// `[kafka.topic."name"]`: per topic, the tenant its records belong to.
+    #[serde(deserialize_with = "kafka_tenants::topic_tables")]
+    pub topic: BTreeMap<TopicName, TopicSection>,
+    /// `[kafka.tenant_topics]`: per tenant, patterns of further topics its waits may name.
+    #[serde(deserialize_with = "kafka_tenants::tenant_topics")]
+    pub tenant_topics: BTreeMap<rendezvous_domain::TenantId, Vec<TopicPatternSetting>>,
     /// Most records per processing batch.
     pub max_batch: NonZeroUsize,
     /// Where the group starts on a topic it has no offset for.
@@ -345,7 +429,52 @@ pub struct KafkaSection {
     /// librdkafka properties passed as they are (`security.protocol`, `sasl.*`, `ssl.*`,
     /// tuning). Those the settings above own are refused.
     #[serde(deserialize_with = "librdkafka_properties")]
-    pub properties: BTreeMap<String, String>,
+    pub properties: KafkaProperties,
+    /// librdkafka properties read from files (`"sasl.password" = "/run/secrets/kafka"`): the
+    /// file's text, without one trailing newline, is the value.
+    #[serde(deserialize_with = "outbound::property_files")]
+    pub property_files: BTreeMap<String, PathBuf>,
+    /// What the `property_files` held (read with the configuration).
+    #[serde(skip)]
+    property_values: BTreeMap<String, Secret>,
+}
+
+/// `kafka.properties`: librdkafka property → value. Its `Debug` and its serialized form (what
+/// a printed configuration would show) mask the values of secret properties (passwords,
+/// secrets, keys).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    fn masked(&self) -> impl Iterator<Item = (&String, &str)> {
+        self.0.iter().map(|(name, value)| {
+            let shown = if Self::is_secret(name) { "***" } else { value };
+            (name, shown)
+        })
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.masked())
+    }
+}
+
+impl KafkaProperties {
+    /// Whether a property holds a secret (its value is masked in `Debug`).
+    pub fn is_secret(name: &str) -> bool {
+        name.contains("password")
+            || name.contains("secret")
+            || name == "ssl.key.pem"
+            || name == "sasl.oauthbearer.config"
+    }
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.masked()).finish()
+    }
 }
 
 impl Default for KafkaSection {
@@ -360,11 +489,16 @@ impl Default for KafkaSection {
             refresh_interval: adapter.refresh_interval,
             event_id_field: adapter.event_id_field,
             tenant_header: adapter.tenant_header,
+            allow_any_topic: AnyTopic::Embedded,
+            topic: BTreeMap::new(),
+            tenant_topics: BTreeMap::new(),
             max_batch: non_zero(adapter.max_batch, "kafka.max_batch"),
             auto_offset_reset: OffsetReset::try_from(adapter.auto_offset_reset)
                 .expect("the ingress's default offset reset is one of ours"),
             group_instance_id: String::new(),
-            properties: adapter.properties,
+            properties: KafkaProperties(adapter.properties),
+            property_files: BTreeMap::new(),
+            property_values: BTreeMap::new(),
         }
     }
 }
@@ -382,7 +516,12 @@ impl KafkaSection {
         ingress.tenant_header = self.tenant_header.clone();
         ingress.max_batch = self.max_batch.get();
         ingress.auto_offset_reset = self.auto_offset_reset.as_str().to_owned();
-        ingress.properties = self.properties.clone();
+        ingress.properties = self.properties.0.clone();
+        for (name, value) in &self.property_values {
+            ingress
+                .properties
+                .insert(name.clone(), value.expose().to_owned());
+        }
         if !self.group_instance_id.is_empty() {
             ingress
                 .properties
@@ -412,10 +551,16 @@ pub struct ApiSection {
     /// Make the API calls. Off: calls are still recorded with their waits and are made once an
     /// instance with calls enabled runs.
     pub enabled: bool,
-    /// URL prefixes or host names API calls may go to. Empty: any public host.
-    pub allowed: Vec<String>,
-    /// Allow loopback and private addresses (off: SSRF protection).
+    /// Where API calls may go: `[scheme://](host | *.suffix)[:port][/path]` entries, parsed
+    /// (and refused, named, when they do not parse) and compared with the normalised URL.
+    /// Empty: any public host.
+    pub allowed: Vec<AllowedDestination>,
+    /// Allow loopback, private and other non-public addresses (off: SSRF protection).
     pub allow_private_networks: bool,
+    /// The proxy every call goes through (`http://proxy.internal:3128`). Empty: none, whatever
+    /// `HTTP_PROXY` and the other proxy variables say.
+    #[serde(deserialize_with = "proxy_url")]
+    pub proxy: String,
     /// Timeout of one HTTP attempt.
     #[serde(with = "duration::positive")]
     pub timeout: Duration,
@@ -447,6 +592,7 @@ impl Default for ApiSection {
             enabled: true,
             allowed: policy.destinations.allowed,
             allow_private_networks: policy.destinations.allow_private_networks,
+            proxy: caller.proxy.unwrap_or_default(),
             timeout: caller.timeout,
             max_attempts: non_zero(policy.max_attempts, "api.max_attempts"),
             backoff: policy.backoff,
@@ -460,14 +606,20 @@ impl Default for ApiSection {
 }
 
 impl ServiceSection {
-    /// The use cases' config, with the API-call policy of `[api]`.
-    pub fn service_config(&self, api: &ApiSection) -> ServiceConfig {
+    /// The use cases' config, with the API-call policy of `[api]` and the secret names of
+    /// `[secrets]`.
+    pub fn service_config(&self, api: &ApiSection, secrets: &SecretsSection) -> ServiceConfig {
         ServiceConfig {
             buffer_ttl: self.buffer_ttl,
             max_conflict_retries: self.max_conflict_retries,
             max_payload_bytes: self.max_payload_bytes.get(),
             max_config_bytes: self.max_config_bytes.get(),
-            api: api.policy(),
+            api: ApiPolicy {
+                secrets: secrets.names(),
+                ..api.policy()
+            },
+            // Closed here; `Application::build` sets `KafkaSection::topic_policy`.
+            topics: rendezvous_service::TopicPolicy::only([]),
         }
     }
 }
@@ -488,15 +640,18 @@ impl ApiSection {
             lease: self.timeout.saturating_mul(3),
             max_in_flight: self.max_in_flight.get(),
             max_per_destination: self.max_per_destination.get(),
+            secrets: Default::default(),
         }
     }
 
-    /// The HTTP caller's config.
-    pub fn caller_config(&self) -> CallerConfig {
+    /// The HTTP caller's config, with the secret sources of `[secrets]`.
+    pub fn caller_config(&self, secrets: &SecretsSection) -> CallerConfig {
         CallerConfig {
             timeout: self.timeout,
             max_response_bytes: self.max_response_bytes.get(),
             allow_private_networks: self.allow_private_networks,
+            proxy: (!self.proxy.is_empty()).then(|| self.proxy.clone()),
+            secrets: secrets.sources(),
         }
     }
 }
@@ -520,6 +675,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .partition(|(k, _)| k.starts_with(ENV_KAFKA_PROPERTIES));
+        let (property_files, settings) = outbound::split_property_files(settings);
         builder = builder.add_source(
             config::Environment::with_prefix("RENDEZVOUS")
                 .prefix_separator("__")
@@ -544,10 +700,16 @@ impl Config {
                 .collect();
             builder = builder.set_override("kafka.properties", table)?;
         }
-        let config: Self = builder
+        if !property_files.is_empty() {
+            builder = builder.set_override("kafka.property_files", property_files)?;
+        }
+        let mut config: Self = builder
             .build()
             .context("reading configuration")?
             .try_deserialize()
+            .context("invalid configuration")?;
+        config
+            .read_secret_files()
             .context("invalid configuration")?;
         Ok(config)
     }
@@ -558,9 +720,31 @@ impl Config {
         let mut problems = Vec::new();
         if self.kafka.enabled && self.kafka.group_id.is_empty() {
             problems.push(
-                "kafka.group_id: required while kafka.enabled (an explicit, stable consumer group)",
+                "kafka.group_id: required while kafka.enabled (an explicit, stable consumer group)"
+                    .to_owned(),
             );
         }
+        // Secure by default: off loopback, callers must authenticate over TLS.
+        let listen = self.server.listen;
+        if !listen.ip().is_loopback() && !self.auth.allow_insecure {
+            if !self.auth.configured() {
+                problems.push(format!(
+                    "server.listen: {listen} is not a loopback address and no authentication is configured: configure [auth] (SECURITY.md) or set auth.allow_insecure = true"
+                ));
+            } else if !self.server.tls.enabled() {
+                problems.push(format!(
+                    "server.listen: {listen} is not a loopback address and TLS is off, so credentials would cross the network in clear: configure [server.tls] or set auth.allow_insecure = true"
+                ));
+            }
+        }
+        if !self.auth.certificates.is_empty()
+            && self.server.tls.client_ca_file.as_os_str().is_empty()
+        {
+            problems.push(
+                "auth.certificates: client certificates need server.tls.client_ca_file".to_owned(),
+            );
+        }
+        problems.extend(self.outbound_problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -568,9 +752,12 @@ impl Config {
         }
     }
 
-    /// The database URL, defaulting to SQLite under `data_dir`.
+    /// The database URL (`database.url`, or what `database.url_file` held), defaulting to
+    /// SQLite under `data_dir`.
     pub fn database_url(&self) -> String {
-        if self.database.url.is_empty() {
+        if let Some(url) = &self.database.files.url {
+            url.expose().to_owned()
+        } else if self.database.url.is_empty() {
             format!(
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("rendezvous.sqlite").display()
@@ -582,8 +769,21 @@ impl Config {
 
     /// The database adapter's config.
     pub fn database_config(&self) -> DatabaseConfig {
+        let path = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        let database = &self.database;
         DatabaseConfig {
             url: self.database_url(),
+            password: database
+                .files
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
+            tls: PgTls {
+                mode: database.ssl_mode.0,
+                root_cert: path(&database.ssl_root_cert),
+                client_cert: path(&database.ssl_cert),
+                client_key: path(&database.ssl_key),
+            },
             max_connections: self.database.max_connections.get(),
             connect_timeout: self.database.connect_timeout,
             run_migrations: self.database.run_migrations,
@@ -605,11 +805,27 @@ pub(crate) fn check_database_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// `database.url` written out: without its password.
+fn redacted_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rendezvous_persistence::redact(url))
+}
+
 /// `database.url`, checked by [`check_database_url`].
 fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let url = String::deserialize(deserializer)?;
     check_database_url(&url).map_err(serde::de::Error::custom)?;
     Ok(url)
+}
+
+/// `api.proxy`: empty, or an `http(s)://host[:port]` URL (the error shows it without
+/// credentials).
+fn proxy_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let proxy = String::deserialize(deserializer)?;
+    if proxy.is_empty() {
+        return Ok(proxy);
+    }
+    rendezvous_http_caller::check_proxy(&proxy).map_err(serde::de::Error::custom)?;
+    Ok(proxy)
 }
 
 /// `telemetry.otlp_endpoint`: empty, or an `http(s)://` address.
@@ -644,7 +860,7 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
 /// `kafka.properties`: any librdkafka property but those the ingress owns.
 fn librdkafka_properties<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
+) -> Result<KafkaProperties, D::Error> {
     let properties = BTreeMap::<String, String>::deserialize(deserializer)?;
     for (name, why) in OWNED_PROPERTIES {
         if properties.contains_key(*name) {
@@ -653,7 +869,7 @@ fn librdkafka_properties<'de, D: Deserializer<'de>>(
             )));
         }
     }
-    Ok(properties)
+    Ok(KafkaProperties(properties))
 }
 
 #[cfg(test)]

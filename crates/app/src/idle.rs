@@ -102,7 +102,8 @@ impl IdleTimer {
 }
 
 /// Marks each request in flight on the connection it came in on (found through the
-/// connection's `ConnectInfo`) until its response body is done.
+/// connection's `ConnectInfo`) until its response body is done, and hands the request the
+/// names of the connection's client certificate (`PeerIdentity`), if any.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ActivityLayer;
 
@@ -135,11 +136,18 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<R>) -> Self::Future {
-        let in_flight = request
+    fn call(&mut self, mut request: http::Request<R>) -> Self::Future {
+        let info = request
             .extensions()
             .get::<crate::listener::ConnectionInfo>()
-            .map(|info| info.activity.begin());
+            .map(|info| (info.activity.begin(), info.peer.clone()));
+        let in_flight = info.map(|(in_flight, peer)| {
+            // The client certificate's names, where the authenticator looks for them.
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
+            in_flight
+        });
         self.0.call(request).map(Box::new(move |answer| {
             answer.map(|response| {
                 response.map(|body| TrackedBody {

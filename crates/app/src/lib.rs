@@ -12,7 +12,9 @@ pub mod telemetry;
 
 pub use application::{Application, Running, Service};
 pub use cli::Command;
-pub use config::Config;
+pub use config::{
+    ApiKeyEntry, AuthSection, CertificateEntry, ClientCertificates, Config, JwtSection, TlsSection,
+};
 
 /// The version printed by `rendezvous --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

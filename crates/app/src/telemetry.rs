@@ -1,11 +1,13 @@
 //! Telemetry: `tracing` logs to stderr (human-readable or JSON), and, when an OTLP endpoint is
-//! configured, trace export over OTLP/gRPC with W3C trace context taken from incoming gRPC
-//! metadata (`traceparent`). Only the app installs a subscriber.
+//! configured, trace export over OTLP/gRPC (over TLS for an `https://` endpoint, verified
+//! against the system's roots and `telemetry.otlp_ca_file`) with W3C trace context taken from
+//! incoming gRPC metadata (`traceparent`). Only the app installs a subscriber.
 
 use anyhow::{Context, Result};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -44,11 +46,15 @@ pub fn init(config: &TelemetrySection) -> Result<TelemetryGuard> {
     let (otel, provider) = if config.otlp_endpoint.is_empty() {
         (None, None)
     } else {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(config.otlp_endpoint.clone())
+            .with_endpoint(config.otlp_endpoint.clone());
+        if config.otlp_endpoint.starts_with("https://") {
+            exporter = exporter.with_tls_config(otlp_tls(config)?);
+        }
+        let exporter = exporter
             .build()
-            .context("building the OTLP exporter")?;
+            .with_context(|| format!("building the OTLP exporter for {}", config.otlp_endpoint))?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(
@@ -67,6 +73,21 @@ pub fn init(config: &TelemetrySection) -> Result<TelemetryGuard> {
         .try_init()
         .context("installing the log subscriber")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// TLS to the collector: the system's roots, and those of `telemetry.otlp_ca_file`.
+fn otlp_tls(config: &TelemetrySection) -> Result<ClientTlsConfig> {
+    let tls = ClientTlsConfig::new().with_enabled_roots();
+    if config.otlp_ca_file.as_os_str().is_empty() {
+        return Ok(tls);
+    }
+    let pem = std::fs::read(&config.otlp_ca_file).with_context(|| {
+        format!(
+            "telemetry.otlp_ca_file: cannot read {}",
+            config.otlp_ca_file.display()
+        )
+    })?;
+    Ok(tls.ca_certificate(Certificate::from_pem(pem)))
 }
 
 struct HeaderExtractor<'a>(&'a tonic::codegen::http::HeaderMap);

@@ -1,6 +1,7 @@
 //! Trace export: with `telemetry.otlp_endpoint` set, the binary exports spans over OTLP/gRPC to
-//! a collector (here a real OTLP gRPC server on loopback), and a request's W3C `traceparent`
-//! metadata makes its span part of the caller's trace.
+//! a collector (here a real OTLP gRPC server on loopback, in plain HTTP/2 or over TLS with a
+//! certificate from a CA made here and given as `telemetry.otlp_ca_file`), and a request's W3C
+//! `traceparent` metadata makes its span part of the caller's trace.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -46,15 +47,74 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let cwd = std::env::temp_dir().join(format!("rendezvous-otlp-{}", std::process::id()));
+    exported(
+        &collector,
+        "plain",
+        &[(
+            "RENDEZVOUS__TELEMETRY__OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        )],
+    )
+    .await;
+}
+
+/// An `https://` collector whose certificate a private CA signed: verified against
+/// `telemetry.otlp_ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_tls_to_a_collector_of_a_private_ca() {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let identity = tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem());
+
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = std::env::temp_dir().join(format!("rendezvous-otlp-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("collector-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    exported(
+        &collector,
+        "tls",
+        &[
+            (
+                "RENDEZVOUS__TELEMETRY__OTLP_ENDPOINT",
+                format!("https://{collector_addr}"),
+            ),
+            (
+                "RENDEZVOUS__TELEMETRY__OTLP_CA_FILE",
+                ca_file.display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary with `env`, sends a request with a `traceparent`, stops it, and checks
+/// that `collector` received the request's span in the caller's trace.
+async fn exported(collector: &Collector, name: &str, env: &[(&str, String)]) {
+    let cwd = std::env::temp_dir().join(format!("rendezvous-otlp-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&cwd).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
         .current_dir(&cwd)
         .env("RENDEZVOUS__SERVER__LISTEN", "127.0.0.1:0")
-        .env(
-            "RENDEZVOUS__TELEMETRY__OTLP_ENDPOINT",
-            format!("http://{collector_addr}"),
-        )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()

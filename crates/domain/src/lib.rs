@@ -17,7 +17,9 @@ pub mod spec;
 pub mod state;
 
 pub use condition::Condition;
-pub use destination::{DestinationError, Destinations, is_private};
+pub use destination::{
+    AllowedDestination, DestinationError, Destinations, is_private, non_public_range,
+};
 pub use event::{Channel, IncomingEvent, ReceivedEvent};
 pub use filter::{Filter, FilterMiss};
 pub use ids::{

@@ -1,7 +1,9 @@
 //! The outbound API call of a wait, rendered: `{{variable}}` placeholders filled from the
 //! registration's input variables (with minijinja, undefined variables are errors; bounded in
 //! time and output, see [`template`]), header values checked, and the wait's `correlation_id`
-//! and `execution_id` injected into the JSON body and the headers.
+//! and `execution_id` injected into the JSON body and the headers. Headers that reference a
+//! secret carry only its name (`secret_headers`); the HTTP adapter reads the value when it
+//! makes the call, so no credential is stored. `redact.rs` says what of a call may be logged.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,10 @@ use crate::ids::{CorrelationId, ExecutionId, WaitId};
 use crate::problems::{ConfigErrors, Problems, child};
 use crate::spec::{ApiCall, HttpMethod, ResponseMode};
 
+mod redact;
 mod template;
 
+pub use redact::{MAX_BODY_SNIPPET_BYTES, redact_url, sanitize_text};
 use template::Renderer;
 pub use template::{FILTERS, MAX_RENDERED_REQUEST_BYTES, TEMPLATE_FUEL};
 
@@ -33,6 +37,10 @@ pub struct ApiRequest {
     pub url: String,
     /// Header names (lowercase) and values.
     pub headers: BTreeMap<String, String>,
+    /// Headers whose value is a secret, read when the call is made: header name (lowercase) →
+    /// secret name. Only names are stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, String>,
     /// The JSON body, if any.
     pub body: Option<Value>,
     /// Whether the response is the `api` event (`sync`) or only an acknowledgement.
@@ -47,6 +55,7 @@ pub struct RenderedCall {
     method: HttpMethod,
     url: String,
     headers: BTreeMap<String, String>,
+    secret_headers: BTreeMap<String, String>,
     /// `None`: no body is sent; `Some(None)`: the body is `{}` plus the ids.
     body: Option<Option<Value>>,
     response_mode: ResponseMode,
@@ -109,7 +118,7 @@ fn render_into(
 }
 
 /// Why `name` is not a valid HTTP header name (a token: visible ASCII without separators).
-fn header_name_problem(name: &str) -> Option<String> {
+pub fn header_name_problem(name: &str) -> Option<String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Some(format!(
@@ -117,6 +126,53 @@ fn header_name_problem(name: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// Headers a node config may not set, because the HTTP client or the connection owns them:
+/// a `Host` of its own would aim the request elsewhere than the checked URL, and the framing
+/// and hop-by-hop headers could split or smuggle requests.
+pub const FORBIDDEN_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Why a node config may not set the header `name` ([`FORBIDDEN_HEADERS`] and every
+/// `Proxy-*` header, compared without case), or `None` when it may.
+pub fn forbidden_header(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    (FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-")).then(|| {
+        format!(
+            "the {name} header may not be set by a node config (Host, Content-Length, \
+             Transfer-Encoding, Connection, Keep-Alive, Proxy-*, TE, Trailer and Upgrade belong \
+             to the HTTP client)"
+        )
+    })
+}
+
+/// The longest secret name.
+pub const MAX_SECRET_NAME_LEN: usize = 64;
+
+/// Why `name` is not a valid secret name: 1 to [`MAX_SECRET_NAME_LEN`] lowercase ASCII letters,
+/// digits, `_` and `-`, starting with a letter (so it is also a configuration key:
+/// `RENDEZVOUS__SECRETS__PARTNER_TOKEN__FILE`).
+pub fn secret_name_problem(name: &str) -> Option<String> {
+    let ok = (1..=MAX_SECRET_NAME_LEN).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    (!ok).then(|| {
+        format!(
+            "{name:?} is not a valid secret name (1 to {MAX_SECRET_NAME_LEN} lowercase letters, \
+             digits, _ and -, starting with a letter)"
+        )
+    })
 }
 
 /// Why `value` is not a valid HTTP header value: control characters (CR, LF, NUL, DEL, ...)
@@ -163,7 +219,7 @@ impl ApiCall {
         let mut headers = BTreeMap::new();
         for (name, value) in &self.headers {
             let at = child("data.apiCall.headers", name);
-            if let Some(problem) = header_name_problem(name) {
+            if let Some(problem) = header_name_problem(name).or_else(|| forbidden_header(name)) {
                 problems.push(&at, problem);
                 continue;
             }
@@ -180,9 +236,15 @@ impl ApiCall {
                 .as_ref()
                 .map(|b| render_json(&mut renderer, b, "data.apiCall.body", 0, &mut problems))
         });
+        let secret_headers: BTreeMap<String, String> = self
+            .secret_headers
+            .iter()
+            .map(|(name, secret)| (name.to_ascii_lowercase(), secret.clone()))
+            .collect();
         let size = url.len()
             + headers
                 .iter()
+                .chain(&secret_headers)
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
             + body.as_ref().and_then(Option::as_ref).map_or(0, json_size);
@@ -193,6 +255,7 @@ impl ApiCall {
             method: self.method,
             url,
             headers,
+            secret_headers,
             body,
             response_mode: self.response_mode,
         })
@@ -227,9 +290,15 @@ impl RenderedCall {
         execution_id: &ExecutionId,
     ) -> ApiRequest {
         let mut headers = self.headers.clone();
-        headers.insert(CORRELATION_HEADER.into(), correlation_id.to_string());
-        headers.insert(EXECUTION_HEADER.into(), execution_id.to_string());
-        headers.insert(IDEMPOTENCY_HEADER.into(), wait_id.to_string());
+        let mut secret_headers = self.secret_headers.clone();
+        for (name, value) in [
+            (CORRELATION_HEADER, correlation_id.to_string()),
+            (EXECUTION_HEADER, execution_id.to_string()),
+            (IDEMPOTENCY_HEADER, wait_id.to_string()),
+        ] {
+            secret_headers.remove(name);
+            headers.insert(name.into(), value);
+        }
         let body = self.body.as_ref().map(|body| {
             let mut body = body
                 .clone()
@@ -250,6 +319,7 @@ impl RenderedCall {
             method: self.method,
             url: self.url.clone(),
             headers,
+            secret_headers,
             body,
             response_mode: self.response_mode,
         }
@@ -357,6 +427,123 @@ mod tests {
             err.to_string(),
             "data.apiCall.body.x: template: output is over the limit of 1048576 bytes"
         );
+    }
+
+    #[test]
+    fn headers_the_client_owns_are_refused_naming_them() {
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "Keep-Alive",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "TE",
+            "Trailer",
+            "Upgrade",
+        ] {
+            let config = json!({"type": "wait_events", "data": {"apiCall": {
+                "url": "https://x.example/a", "headers": {name: "v", "X-Ok": "fine"}}}});
+            let err = WaitSpec::from_node_config(&config).unwrap_err();
+            assert!(
+                err.has(&child("data.apiCall.headers", name)),
+                "{name}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&format!(
+                    "the {name} header may not be set by a node config"
+                )),
+                "{err}"
+            );
+            assert_eq!(err.to_string().matches("header may not be set").count(), 1);
+        }
+        for fine in [
+            "X-Host",
+            "Authorization",
+            "Content-Type",
+            "Proxyish",
+            "Trailers",
+        ] {
+            let config = json!({"type": "wait_events", "data": {"apiCall": {
+                "url": "https://x.example/a", "headers": {fine: "v"}}}});
+            WaitSpec::from_node_config(&config).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_header_is_set_once_whatever_its_case() {
+        let config = json!({"type": "wait_events", "data": {"apiCall": {
+            "url": "https://x.example/a", "headers": {"X-A": "1", "x-a": "2"}}}});
+        let err = WaitSpec::from_node_config(&config).unwrap_err();
+        assert!(err.to_string().contains("set twice"), "{err}");
+    }
+
+    #[test]
+    fn secret_headers_keep_only_the_secret_name() {
+        let c = call(json!({
+            "url": "https://x.example/a",
+            "headers": {"Authorization": {"secret": "partner_token"}, "X-Plain": "p"}
+        }));
+        assert_eq!(
+            c.secret_headers,
+            BTreeMap::from([("Authorization".to_owned(), "partner_token".to_owned())])
+        );
+        assert!(!c.headers.contains_key("Authorization"));
+        let (w, c_id, e_id) = ids();
+        let r = c.render(&BTreeMap::new(), w, &c_id, &e_id).unwrap();
+        assert_eq!(r.secret_headers["authorization"], "partner_token");
+        assert!(!r.headers.contains_key("authorization"));
+        // What is stored: the reference, in its own field.
+        let stored = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            stored["secret_headers"],
+            json!({"authorization": "partner_token"})
+        );
+        let back: ApiRequest = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, r);
+        // Calls stored before secret headers existed read back with none.
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("secret_headers");
+        let old: ApiRequest = serde_json::from_value(old).unwrap();
+        assert!(old.secret_headers.is_empty());
+        let plain = call(json!({"url": "https://x.example/a"}));
+        let plain = plain.render(&BTreeMap::new(), w, &c_id, &e_id).unwrap();
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("secret_headers")
+                .is_none(),
+            "a call without secrets is stored as before"
+        );
+    }
+
+    #[test]
+    fn bad_secret_references_are_refused_naming_the_header() {
+        for (value, expected) in [
+            (json!({"secret": "Partner"}), "not a valid secret name"),
+            (json!({"secret": ""}), "not a valid secret name"),
+            (json!({"secret": "a b"}), "not a valid secret name"),
+            (
+                json!({"secret": 1}),
+                "secret: expected a string, found a number",
+            ),
+            (
+                json!({"secret": "ok", "x": 1}),
+                "expected {\"secret\": NAME}",
+            ),
+            (json!({"name": "ok"}), "expected {\"secret\": NAME}"),
+            (
+                json!(["x"]),
+                "expected a string or {\"secret\": NAME}, found an array",
+            ),
+        ] {
+            let config = json!({"type": "wait_events", "data": {"apiCall": {
+                "url": "https://x.example/a", "headers": {"X-Token": value}}}});
+            let err = WaitSpec::from_node_config(&config).unwrap_err();
+            assert!(err.has("data.apiCall.headers.\"X-Token\""), "{err}");
+            assert!(err.to_string().contains(expected), "{value}: {err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! service's use cases: requests are parsed into typed commands at the edge (`request.rs`),
 //! errors become gRPC statuses in one place (`status.rs`).
 
+pub mod auth;
 mod convert;
 mod request;
 mod resume_stream;

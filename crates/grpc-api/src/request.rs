@@ -8,10 +8,8 @@ use rendezvous_domain::{
     WaitId,
 };
 use rendezvous_ports::WaitQuery;
-use rendezvous_service::parse::{
-    json, label, optional, required, source_name, tenant, tenant_filter,
-};
-use rendezvous_service::{Delivery, RegisterWait, ServiceError, WaitLookup};
+use rendezvous_service::parse::{json, label, optional, required, source_name, tenant};
+use rendezvous_service::{Delivery, Principal, RegisterWait, ServiceError, WaitLookup};
 
 use crate::{convert, v1};
 
@@ -79,20 +77,22 @@ impl TryFrom<v1::DeliverEventRequest> for Delivery {
     }
 }
 
-/// A wait named by id or by correlation id (within `tenant_id`, the default tenant when
-/// empty); by id, a non-empty `tenant_id` hides the waits of other tenants.
+/// A wait named by id or by correlation id, as `principal` may see it: by id, only among
+/// the waits of its tenants (narrowed to `tenant_id` when given); by correlation id, within
+/// the one tenant it acts for.
 pub(crate) fn lookup(
     wait_id: Option<String>,
     correlation_id: Option<String>,
     tenant_id: &str,
+    principal: &Principal,
 ) -> Result<WaitLookup, ServiceError> {
     match (wait_id, correlation_id) {
         (Some(wait_id), _) => Ok(WaitLookup::Id {
             wait_id: required("wait_id", &wait_id, |raw| WaitId::parse(&raw))?,
-            tenant: tenant_filter(tenant_id)?,
+            tenants: principal.scope("tenant_id", tenant_id)?,
         }),
         (None, Some(correlation_id)) => Ok(WaitLookup::Correlation {
-            tenant: tenant(tenant_id)?,
+            tenant: principal.act_for("tenant_id", tenant_id)?,
             correlation_id: required("correlation_id", &correlation_id, CorrelationId::parse)?,
         }),
         (None, None) => Err(ServiceError::invalid(
@@ -102,76 +102,77 @@ pub(crate) fn lookup(
     }
 }
 
-impl TryFrom<v1::GetWaitRequest> for WaitLookup {
-    type Error = ServiceError;
-
-    fn try_from(r: v1::GetWaitRequest) -> Result<Self, ServiceError> {
-        use v1::get_wait_request::Key;
-        match r.key {
-            Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id),
-            Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id),
-            None => lookup(None, None, &r.tenant_id),
-        }
+/// The wait a `GetWait` names, as `principal` may see it.
+pub(crate) fn get(
+    r: v1::GetWaitRequest,
+    principal: &Principal,
+) -> Result<WaitLookup, ServiceError> {
+    use v1::get_wait_request::Key;
+    match r.key {
+        Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id, principal),
+        Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id, principal),
+        None => lookup(None, None, &r.tenant_id, principal),
     }
 }
 
-/// A cancellation: the wait, and the reason (empty: none).
+/// A cancellation: the wait, as `principal` may see it, and the reason (empty: none).
 pub(crate) fn cancel(
     r: v1::CancelWaitRequest,
+    principal: &Principal,
 ) -> Result<(WaitLookup, Option<String>), ServiceError> {
     use v1::cancel_wait_request::Key;
     let lookup = match r.key {
-        Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id),
-        Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id),
-        None => lookup(None, None, &r.tenant_id),
+        Some(Key::WaitId(id)) => lookup(Some(id), None, &r.tenant_id, principal),
+        Some(Key::CorrelationId(c)) => lookup(None, Some(c), &r.tenant_id, principal),
+        None => lookup(None, None, &r.tenant_id, principal),
     }?;
     Ok((lookup, (!r.reason.is_empty()).then_some(r.reason)))
 }
 
-impl TryFrom<v1::ListWaitsRequest> for WaitQuery {
-    type Error = ServiceError;
-
-    fn try_from(r: v1::ListWaitsRequest) -> Result<Self, ServiceError> {
-        let statuses = r
-            .statuses
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                v1::WaitStatus::try_from(*raw)
-                    .ok()
-                    .and_then(convert::from_status)
-                    .ok_or_else(|| {
-                        ServiceError::invalid(
-                            &format!("statuses[{i}]"),
-                            format!("unknown status {raw}"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if r.page_size > MAX_PAGE_SIZE {
-            return Err(ServiceError::TooLarge {
-                what: "page_size".into(),
-                size: r.page_size as usize,
-                limit: MAX_PAGE_SIZE as usize,
-            });
-        }
-        let after = match r.page_token.as_str() {
-            "" => None,
-            raw => Some(parse_page_token(raw)?),
-        };
-        Ok(Self {
-            tenant: tenant_filter(&r.tenant_id)?,
-            statuses,
-            execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
-            created_before: r.created_before.as_ref().map(convert::from_timestamp),
-            limit: if r.page_size == 0 {
-                DEFAULT_PAGE_SIZE
-            } else {
-                r.page_size
-            },
-            after,
+/// The query of a `ListWaits`, within the tenants `principal` may see.
+pub(crate) fn list(
+    r: v1::ListWaitsRequest,
+    principal: &Principal,
+) -> Result<WaitQuery, ServiceError> {
+    let statuses = r
+        .statuses
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            v1::WaitStatus::try_from(*raw)
+                .ok()
+                .and_then(convert::from_status)
+                .ok_or_else(|| {
+                    ServiceError::invalid(
+                        &format!("statuses[{i}]"),
+                        format!("unknown status {raw}"),
+                    )
+                })
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    if r.page_size > MAX_PAGE_SIZE {
+        return Err(ServiceError::TooLarge {
+            what: "page_size".into(),
+            size: r.page_size as usize,
+            limit: MAX_PAGE_SIZE as usize,
+        });
     }
+    let after = match r.page_token.as_str() {
+        "" => None,
+        raw => Some(parse_page_token(raw)?),
+    };
+    Ok(WaitQuery {
+        tenants: principal.scope("tenant_id", &r.tenant_id)?,
+        statuses,
+        execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
+        created_before: r.created_before.as_ref().map(convert::from_timestamp),
+        limit: if r.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            r.page_size
+        },
+        after,
+    })
 }
 
 /// The page token of a `ListWaits` page that ends at `next`.
@@ -193,6 +194,8 @@ fn parse_page_token(raw: &str) -> Result<(Timestamp, WaitId), ServiceError> {
 
 #[cfg(test)]
 mod tests {
+    use rendezvous_ports::TenantScope;
+
     use super::*;
 
     #[test]
@@ -236,27 +239,50 @@ mod tests {
             e.to_string(),
             "body: nests deeper than the limit of 64 levels"
         );
-        let e = WaitLookup::try_from(v1::GetWaitRequest {
-            key: Some(v1::get_wait_request::Key::WaitId("not-a-uuid".into())),
-            tenant_id: String::new(),
-        })
+        let admin = Principal::anonymous();
+        let e = get(
+            v1::GetWaitRequest {
+                key: Some(v1::get_wait_request::Key::WaitId("not-a-uuid".into())),
+                tenant_id: String::new(),
+            },
+            &admin,
+        )
         .unwrap_err();
         assert!(e.to_string().starts_with("wait_id: "), "{e}");
-        let e = WaitLookup::try_from(v1::GetWaitRequest::default()).unwrap_err();
+        let e = get(v1::GetWaitRequest::default(), &admin).unwrap_err();
         assert_eq!(e.to_string(), "key: required: wait_id or correlation_id");
     }
 
     #[test]
-    fn an_empty_tenant_is_the_default_by_correlation_and_any_by_id() {
-        let by_correlation = lookup(None, Some("c-1".into()), "").unwrap();
+    fn an_empty_tenant_is_the_credentials_own() {
+        let admin = Principal::anonymous();
+        let by_correlation = lookup(None, Some("c-1".into()), "", &admin).unwrap();
         assert!(matches!(
             by_correlation,
             WaitLookup::Correlation { tenant, .. } if tenant.as_str() == "default"
         ));
         let id = uuid::Uuid::new_v4().to_string();
         assert!(matches!(
-            lookup(Some(id), None, "").unwrap(),
-            WaitLookup::Id { tenant: None, .. }
+            lookup(Some(id.clone()), None, "", &admin).unwrap(),
+            WaitLookup::Id {
+                tenants: TenantScope::All,
+                ..
+            }
+        ));
+        let acme = Principal {
+            name: "engine-acme".into(),
+            roles: [rendezvous_service::Role::Engine].into(),
+            tenants: rendezvous_service::Tenants::parse(["acme"]).unwrap(),
+        };
+        let only_acme =
+            TenantScope::one(rendezvous_domain::TenantId::parse("acme".to_owned()).unwrap());
+        assert!(matches!(
+            lookup(Some(id.clone()), None, "", &acme).unwrap(),
+            WaitLookup::Id { tenants, .. } if tenants == only_acme
+        ));
+        assert!(matches!(
+            lookup(Some(id), None, "other", &acme),
+            Err(ServiceError::PermissionDenied(_))
         ));
     }
 }

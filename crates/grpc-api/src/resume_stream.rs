@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rendezvous_domain::{LeaseOwner, ResumeId, TenantId, Timestamp};
-use rendezvous_ports::{Clock, ResumeSignal, ResumeWaiter, Store};
-use rendezvous_service::parse::optional;
-use rendezvous_service::{ServiceError, WaitService};
+use rendezvous_domain::{LeaseOwner, ResumeId, Timestamp};
+use rendezvous_ports::{Clock, ResumeSignal, ResumeWaiter, Store, TenantScope};
+use rendezvous_service::{Principal, ServiceError, WaitService};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -56,6 +55,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
     config: ResumeStreamConfig,
     mut shutdown: watch::Receiver<bool>,
     mut inbound: tonic::Streaming<v1::ResumeStreamRequest>,
+    caller: Principal,
 ) -> Result<ResumeStream, Status> {
     // A client that opens the stream and says nothing must not hold up a shutdown.
     let first = tokio::select! {
@@ -76,7 +76,9 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             ));
         }
     };
-    let tenant = optional("subscribe.tenant_id", &subscribe.tenant_id, TenantId::parse)
+    // Only resumes of the caller's tenants, narrowed to the one it names.
+    let tenants = caller
+        .scope("subscribe.tenant_id", &subscribe.tenant_id)
         .map_err(to_status)?;
     let max_in_flight = match subscribe.max_in_flight {
         0 => config.default_max_in_flight,
@@ -104,13 +106,13 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             }
         }
     });
-    tracing::info!(%owner, tenant = ?tenant.as_ref().map(ToString::to_string), max_in_flight, "resume stream subscribed");
+    tracing::info!(%owner, caller = %caller.name, tenants = ?tenants, max_in_flight, "resume stream subscribed");
     tokio::spawn(async move {
         let feed = Feed {
             service,
             config,
             owner,
-            tenant,
+            tenants,
             max_in_flight,
             out,
             acks,
@@ -128,7 +130,7 @@ struct Feed<S, G, C> {
     service: Arc<WaitService<S, G, C>>,
     config: ResumeStreamConfig,
     owner: LeaseOwner,
-    tenant: Option<TenantId>,
+    tenants: TenantScope,
     max_in_flight: u32,
     out: mpsc::Sender<Result<v1::ResumeStreamResponse, Status>>,
     acks: mpsc::Receiver<v1::ResumeStreamRequest>,
@@ -190,12 +192,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
             if room > 0 && look {
                 match self
                     .service
-                    .claim_resumes(
-                        &self.owner,
-                        self.tenant.as_ref(),
-                        self.config.ack_timeout,
-                        room,
-                    )
+                    .claim_resumes(&self.owner, &self.tenants, self.config.ack_timeout, room)
                     .await
                 {
                     Ok(resumes) => {

@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 
-use rendezvous_ports::{Clock, ResumeSignal, Store, WaitQuery};
+use rendezvous_domain::TenantId;
+use rendezvous_ports::{Clock, ResumeSignal, Store};
 use rendezvous_service::{
-    Delivered, Delivery, Effect, Ignored, RegisterWait, WaitLookup, WaitService,
+    Delivered, Delivery, Effect, Ignored, Principal, RegisterWait, Role, WaitService,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authenticator, PeerIdentity};
 use crate::resume_stream::{ResumeStreamConfig, serve_resume_stream};
 use crate::status::to_status;
 use crate::v1;
@@ -21,6 +23,7 @@ pub struct GrpcApi<S, G, C> {
     service: Arc<WaitService<S, G, C>>,
     resume: ResumeStreamConfig,
     shutdown: watch::Receiver<bool>,
+    auth: Authenticator,
 }
 
 impl<S, G, C> Clone for GrpcApi<S, G, C> {
@@ -29,13 +32,15 @@ impl<S, G, C> Clone for GrpcApi<S, G, C> {
             service: self.service.clone(),
             resume: self.resume.clone(),
             shutdown: self.shutdown.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
 
 impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
-    /// The adapter over a shared service. When `shutdown` turns true, resume streams end
-    /// (freeing their leases) so the server can stop gracefully.
+    /// The adapter over a shared service, open to every caller (see [`Self::with_auth`]).
+    /// When `shutdown` turns true, resume streams end (freeing their leases) so the server can
+    /// stop gracefully.
     pub fn new(
         service: Arc<WaitService<S, G, C>>,
         resume: ResumeStreamConfig,
@@ -45,7 +50,41 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
             service,
             resume,
             shutdown,
+            auth: Authenticator::open(),
         }
+    }
+
+    /// The same adapter, authenticating every call with `auth`.
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The caller of `request`, if it holds `role` (UNAUTHENTICATED without a valid
+    /// credential, PERMISSION_DENIED without the role).
+    fn caller<T>(&self, request: &Request<T>, role: Role, rpc: &str) -> Result<Principal, Status> {
+        let principal = self.auth.authenticate(
+            request.metadata(),
+            request.extensions().get::<PeerIdentity>(),
+        )?;
+        principal.require(role, rpc).map_err(to_status)?;
+        Ok(principal)
+    }
+
+    /// The message of a request that writes for one tenant, and that tenant: the one the
+    /// caller's credential allows (the message's `tenant_id` may only narrow it).
+    fn writer<R: TenantField>(
+        &self,
+        request: Request<R>,
+        role: Role,
+        rpc: &str,
+    ) -> Result<(TenantId, R), Status> {
+        let caller = self.caller(&request, role, rpc)?;
+        let message = request.into_inner();
+        let tenant = caller
+            .act_for("tenant_id", message.tenant_id())
+            .map_err(to_status)?;
+        Ok((tenant, message))
     }
 
     /// The engine-facing tonic service.
@@ -58,6 +97,27 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
         v1::callback_service_server::CallbackServiceServer::new(self.clone())
     }
 }
+
+/// A request message with a `tenant_id` field.
+trait TenantField {
+    fn tenant_id(&self) -> &str;
+}
+
+macro_rules! tenant_field {
+    ($($message:ty),*) => {$(
+        impl TenantField for $message {
+            fn tenant_id(&self) -> &str {
+                &self.tenant_id
+            }
+        }
+    )*};
+}
+
+tenant_field!(
+    v1::RegisterWaitRequest,
+    v1::DeliverApiResponseRequest,
+    v1::DeliverEventRequest
+);
 
 /// What a delivery did, in the fields both delivery responses share.
 #[derive(Debug, Default)]
@@ -137,7 +197,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut command = RegisterWait::try_from(request.into_inner()).map_err(to_status)?;
+        let (tenant, request) = self.writer(request, Role::Engine, "RegisterWait")?;
+        let mut command = RegisterWait::try_from(request).map_err(to_status)?;
+        command.tenant = tenant;
         command.traceparent = traceparent;
         let registered = self.service.register(command).await.map_err(to_status)?;
         let s = &registered.wait.state;
@@ -156,11 +218,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<tonic::Streaming<v1::ResumeStreamRequest>>,
     ) -> Result<Response<Self::ResumeStreamStream>, Status> {
+        let caller = self.caller(&request, Role::Engine, "ResumeStream")?;
         let stream = serve_resume_stream(
             self.service.clone(),
             self.resume.clone(),
             self.shutdown.clone(),
             request.into_inner(),
+            caller,
         )
         .await?;
         Ok(Response::new(stream))
@@ -170,7 +234,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::GetWaitRequest>,
     ) -> Result<Response<v1::GetWaitResponse>, Status> {
-        let lookup = WaitLookup::try_from(request.into_inner()).map_err(to_status)?;
+        let caller = self.caller(&request, Role::Engine, "GetWait")?;
+        let lookup = request::get(request.into_inner(), &caller).map_err(to_status)?;
         let wait = self.service.get(lookup).await.map_err(to_status)?;
         Ok(Response::new(v1::GetWaitResponse {
             wait: Some(convert::wait(&wait)),
@@ -181,7 +246,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::ListWaitsRequest>,
     ) -> Result<Response<v1::ListWaitsResponse>, Status> {
-        let query = WaitQuery::try_from(request.into_inner()).map_err(to_status)?;
+        let caller = self.caller(&request, Role::Engine, "ListWaits")?;
+        let query = request::list(request.into_inner(), &caller).map_err(to_status)?;
         let page = self.service.list(query).await.map_err(to_status)?;
         Ok(Response::new(v1::ListWaitsResponse {
             waits: page.items.iter().map(convert::wait).collect(),
@@ -193,7 +259,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::CancelWaitRequest>,
     ) -> Result<Response<v1::CancelWaitResponse>, Status> {
-        let (lookup, reason) = request::cancel(request.into_inner()).map_err(to_status)?;
+        let caller = self.caller(&request, Role::Engine, "CancelWait")?;
+        let (lookup, reason) = request::cancel(request.into_inner(), &caller).map_err(to_status)?;
         let (wait, cancelled) = self
             .service
             .cancel(lookup, reason)
@@ -214,7 +281,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
         &self,
         request: Request<v1::DeliverApiResponseRequest>,
     ) -> Result<Response<v1::DeliverApiResponseResponse>, Status> {
-        let delivery = Delivery::try_from(request.into_inner()).map_err(to_status)?;
+        let (tenant, request) = self.writer(request, Role::Gateway, "DeliverApiResponse")?;
+        let mut delivery = Delivery::try_from(request).map_err(to_status)?;
+        delivery.tenant = tenant;
         let result = self.service.deliver(delivery).await.map_err(to_status)?;
         Ok(Response::new(delivered(result).into()))
     }
@@ -223,7 +292,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
         &self,
         request: Request<v1::DeliverEventRequest>,
     ) -> Result<Response<v1::DeliverEventResponse>, Status> {
-        let delivery = Delivery::try_from(request.into_inner()).map_err(to_status)?;
+        let (tenant, request) = self.writer(request, Role::Gateway, "DeliverEvent")?;
+        let mut delivery = Delivery::try_from(request).map_err(to_status)?;
+        delivery.tenant = tenant;
         let result = self.service.deliver(delivery).await.map_err(to_status)?;
         Ok(Response::new(delivered(result).into()))
     }

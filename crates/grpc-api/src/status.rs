@@ -11,6 +11,7 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::NotFound(_) => Code::NotFound,
         ServiceError::AlreadyExists(_) => Code::AlreadyExists,
         ServiceError::ExecutionMismatch(_) => Code::FailedPrecondition,
+        ServiceError::PermissionDenied(_) => Code::PermissionDenied,
         ServiceError::Contended { .. } => Code::Aborted,
         ServiceError::Unavailable(_) => Code::Unavailable,
         ServiceError::Internal(_) => Code::Internal,
@@ -59,6 +60,11 @@ mod tests {
                 ServiceError::ExecutionMismatch("mismatch".into()),
                 Code::FailedPrecondition,
                 "mismatch",
+            ),
+            (
+                ServiceError::PermissionDenied("tenant b".into()),
+                Code::PermissionDenied,
+                "tenant b",
             ),
             (
                 ServiceError::Contended {

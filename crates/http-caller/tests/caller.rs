@@ -49,6 +49,7 @@ fn request(method: HttpMethod, url: String, body: Option<serde_json::Value>) -> 
         method,
         url,
         headers: BTreeMap::new(),
+        secret_headers: BTreeMap::new(),
         body,
         response_mode: ResponseMode::Callback,
     }
@@ -59,6 +60,7 @@ fn caller(allow_private_networks: bool) -> ReqwestCaller {
         timeout: Duration::from_millis(500),
         max_response_bytes: 1000,
         allow_private_networks,
+        ..CallerConfig::default()
     })
     .unwrap()
 }

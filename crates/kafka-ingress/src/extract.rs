@@ -1,5 +1,6 @@
-//! Reading a Kafka record: the correlation id, execution id, event identity and tenant, from
-//! headers or from the JSON value at the fields the waits on its topic name. Pure.
+//! Reading a Kafka record: the correlation id, execution id and event identity, from headers
+//! or from the JSON value at the fields the waits on its topic name; and its tenant, from its
+//! topic's configuration (a header only where that topic honours it). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,6 +8,7 @@ use rendezvous_domain::FieldPath;
 use rendezvous_domain::limits::{JsonError, MAX_JSON_DEPTH, parse_json_slice};
 use rendezvous_domain::spec::{DEFAULT_CORRELATION_ID_FIELD, DEFAULT_EXECUTION_ID_FIELD};
 use rendezvous_ports::TopicFields;
+use rendezvous_service::TopicPolicy;
 use serde_json::Value;
 
 /// Per topic, the fields waits use for correlation and execution ids.
@@ -68,7 +70,8 @@ pub struct Extracted {
     pub execution_id: Option<String>,
     /// The event's identity.
     pub event_key: String,
-    /// The tenant (empty: the default tenant).
+    /// The tenant: its topic's, or the one its tenant header names where the topic's
+    /// configuration honours the header.
     pub tenant_id: String,
     /// The value as JSON.
     pub payload: Value,
@@ -94,11 +97,14 @@ pub struct Record<'a> {
 pub struct Naming<'a> {
     /// Header or JSON field giving the event's identity.
     pub event_id_field: &'a str,
-    /// Header giving the tenant.
+    /// Header that may name the tenant, on topics whose configuration honours it.
     pub tenant_header: &'a str,
+    /// Whose records each topic carries.
+    pub topics: &'a TopicPolicy,
 }
 
-/// Reads one record. `Err` is the reason to quarantine it.
+/// Reads one record. `Err` is the reason to quarantine it (among them: a tenant header naming
+/// a tenant the record's topic may not carry).
 pub fn extract(
     index: &TopicIndex,
     record: Record<'_>,
@@ -114,7 +120,15 @@ pub fn extract(
     let Naming {
         event_id_field,
         tenant_header,
+        topics,
     } = naming;
+    let tenant_id = topics
+        .record_tenant(
+            topic,
+            tenant_header,
+            headers.get(tenant_header).map(String::as_str),
+        )?
+        .to_string();
     let value = value
         .filter(|v| !v.is_empty())
         .ok_or("the record has no value")?;
@@ -154,7 +168,6 @@ pub fn extract(
                 .and_then(|f| f.lookup_id(&payload))
         })
         .unwrap_or_else(|| format!("{topic}/{partition}/{offset}"));
-    let tenant_id = headers.get(tenant_header).cloned().unwrap_or_default();
     Ok(Extracted {
         correlation_id,
         execution_id,
@@ -166,6 +179,9 @@ pub fn extract(
 
 #[cfg(test)]
 mod tests {
+    use rendezvous_domain::TenantId;
+    use rendezvous_service::TopicTenancy;
+
     use super::*;
 
     fn index() -> TopicIndex {
@@ -183,12 +199,24 @@ mod tests {
             .collect()
     }
 
-    const NAMING: Naming<'static> = Naming {
-        event_id_field: "event_id",
-        tenant_header: "tenant_id",
-    };
+    fn naming(topics: &TopicPolicy) -> Naming<'_> {
+        Naming {
+            event_id_field: "event_id",
+            tenant_header: "tenant_id",
+            topics,
+        }
+    }
 
     fn run(topic: &str, value: &str, h: &[(&str, &str)]) -> Result<Extracted, String> {
+        run_under(&TopicPolicy::allow_any(), topic, value, h)
+    }
+
+    fn run_under(
+        topics: &TopicPolicy,
+        topic: &str,
+        value: &str,
+        h: &[(&str, &str)],
+    ) -> Result<Extracted, String> {
         let headers = headers(h);
         let record = Record {
             topic,
@@ -197,7 +225,7 @@ mod tests {
             value: Some(value.as_bytes()),
             headers: &headers,
         };
-        extract(&index(), record, NAMING)
+        extract(&index(), record, naming(topics))
     }
 
     #[test]
@@ -243,6 +271,38 @@ mod tests {
     }
 
     #[test]
+    fn the_tenant_comes_from_the_topic_not_from_a_forged_header() {
+        let acme = TenantId::parse("acme").unwrap();
+        let policy = TopicPolicy::only([
+            ("orders".to_owned(), TopicTenancy::of(acme.clone())),
+            (
+                "shared".to_owned(),
+                TopicTenancy {
+                    tenant_from_header: true,
+                    ..TopicTenancy::of(TenantId::default_tenant())
+                },
+            ),
+        ]);
+        let body = r#"{"correlation_id": "c-1"}"#;
+        let e = run_under(&policy, "orders", body, &[]).unwrap();
+        assert_eq!(e.tenant_id, "acme", "the topic's tenant, with no header");
+        let forged = run_under(&policy, "orders", body, &[("tenant_id", "globex")]);
+        assert_eq!(
+            forged.unwrap_err(),
+            "header \"tenant_id\" names tenant \"globex\", but the records of topic \"orders\" belong to tenant \"acme\" (kafka.topic.\"orders\".tenant_from_header is off)"
+        );
+        let e = run_under(&policy, "shared", body, &[("tenant_id", "globex")]).unwrap();
+        assert_eq!(e.tenant_id, "globex", "honoured where the topic says so");
+        let e = run_under(&policy, "shared", body, &[]).unwrap();
+        assert_eq!(e.tenant_id, "default");
+        assert!(
+            run_under(&policy, "payroll", body, &[])
+                .unwrap_err()
+                .contains("topic \"payroll\" is not configured")
+        );
+    }
+
+    #[test]
     fn reasons_to_quarantine() {
         assert!(
             run("orders", "not json", &[])
@@ -262,7 +322,7 @@ mod tests {
             value: None,
             headers: &none,
         };
-        let empty = extract(&index(), record, NAMING);
+        let empty = extract(&index(), record, naming(&TopicPolicy::allow_any()));
         assert_eq!(empty.unwrap_err(), "the record has no value");
         let deep = format!(
             "{}1{}",

@@ -1,20 +1,23 @@
 //! The consumer loop: subscribe to the configured topics and those of registered waits that
-//! exist (cooperative rebalancing, so a new topic never pauses the others), read records in
-//! batches, process partitions concurrently (in order within each), store offsets only after
-//! the effects are durable, quarantine what cannot be processed (`record.rs`).
+//! exist and that the service's topic policy allows (a wait can never widen the subscription
+//! beyond what is configured; cooperative rebalancing, so a new topic never pauses the
+//! others), read records in batches, process partitions concurrently (in order within each),
+//! store offsets only after the effects are durable, quarantine what cannot be processed
+//! (`record.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, TopicPartitionList};
-use rendezvous_ports::{Clock, ResumeSignal, Store};
+use rendezvous_ports::{Clock, ResumeSignal, Store, TopicFields};
 use rendezvous_service::WaitService;
 use tokio::sync::watch;
 
@@ -38,7 +41,9 @@ pub struct IngressConfig {
     pub refresh_interval: Duration,
     /// Header or JSON field giving an event's identity (else topic/partition/offset).
     pub event_id_field: String,
-    /// Header giving an event's tenant (else the default tenant).
+    /// Header that may name an event's tenant, on the topics whose configuration honours it
+    /// (the service's [`TopicPolicy`](rendezvous_service::TopicPolicy)); elsewhere a record's
+    /// tenant is its topic's.
     pub tenant_header: String,
     /// Most records processed per batch.
     pub max_batch: usize,
@@ -49,9 +54,22 @@ pub struct IngressConfig {
     /// tried before it is quarantined (and its quarantine insert before it is passed over).
     pub max_record_attempts: u32,
     /// Extra librdkafka properties (security settings, tuning; they win over the ingress's
-    /// own defaults such as `partition.assignment.strategy`).
+    /// own defaults such as `partition.assignment.strategy`). Security: `security.protocol`
+    /// `SSL` or `SASL_SSL` (librdkafka is built with OpenSSL), `sasl.mechanism` `PLAIN`,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`; every codec (gzip, snappy, lz4, zstd) is read.
     pub properties: BTreeMap<String, String>,
 }
+
+/// librdkafka properties that name a file or directory librdkafka reads when the consumer is
+/// created (`ssl.ca.location` may also be `probe`).
+const FILE_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+    "sasl.kerberos.keytab",
+];
 
 impl IngressConfig {
     /// Defaults for a broker list and group.
@@ -69,6 +87,59 @@ impl IngressConfig {
             max_record_attempts: MAX_RECORD_ATTEMPTS,
             properties: BTreeMap::new(),
         }
+    }
+
+    /// Checks the properties without connecting, so that a mistake stops the start rather
+    /// than the ingress later: librdkafka must know each name and accept each value (a
+    /// protocol, mechanism or codec it was built without is refused here), and the files the
+    /// `*.location` properties name must exist. The message names the property, never a
+    /// value.
+    pub fn check(&self) -> Result<(), IngressError> {
+        for name in FILE_PROPERTIES {
+            if let Some(path) = self.properties.get(*name)
+                && !(*name == "ssl.ca.location" && path == "probe")
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(IngressError::Kafka(format!(
+                    "{name}: cannot read {path}: {e}"
+                )));
+            }
+        }
+        self.client_config()
+            .create_native_config()
+            .map(drop)
+            .map_err(|e| IngressError::Kafka(describe_error(&e)))
+    }
+
+    /// The consumer's librdkafka configuration: the ingress's own settings, then
+    /// [`IngressConfig::properties`].
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", &self.auto_offset_reset)
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // Incremental rebalancing: a topic added to the subscription (or a member joining)
+            // moves only the partitions that change owner; the others keep flowing. Every
+            // member of a group must use the same protocol.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.partition.eof", "false");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// A librdkafka error without the value of a property (which may be a secret).
+fn describe_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, description, name, _) => format!("{name}: {description}"),
+        other => other.to_string(),
     }
 }
 
@@ -103,6 +174,13 @@ pub struct IngressStats {
     pub revoked_partitions: AtomicU64,
     /// Looks at the cluster's topics (for topics named by waits but not subscribed yet).
     pub metadata_lookups: AtomicU64,
+    /// The topics subscribed now.
+    subscribed: Mutex<BTreeSet<String>>,
+    /// Errors librdkafka reported or logged about the connection to the cluster (brokers down,
+    /// a failed TLS handshake or SASL authentication, ...); each is logged.
+    pub client_errors: AtomicU64,
+    /// The last of them.
+    last_client_error: Mutex<Option<String>>,
 }
 
 impl IngressStats {
@@ -117,6 +195,32 @@ impl IngressStats {
             get(&self.quarantined),
         )
     }
+
+    /// The last error librdkafka reported or logged about the connection, if any.
+    pub fn last_client_error(&self) -> Option<String> {
+        self.last_client_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The topics subscribed now (only topics the service's topic policy allows).
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_subscribed(&self, topics: &BTreeSet<String>) {
+        let mut subscribed = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *subscribed != *topics {
+            subscribed.clone_from(topics);
+        }
+    }
 }
 
 /// Logs rebalances and counts the assigned partitions. Processing never overlaps a rebalance:
@@ -126,7 +230,55 @@ pub(crate) struct IngressContext {
     stats: Arc<IngressStats>,
 }
 
-impl ClientContext for IngressContext {}
+impl IngressContext {
+    /// Counts an error librdkafka reported or logged, and keeps it as the last one.
+    fn record(&self, error: String) {
+        self.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .stats
+            .last_client_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+}
+
+/// librdkafka's errors and logs go to `tracing` (rdkafka's defaults write to the `log` crate,
+/// which nothing here reads): a broker that cannot be reached, a TLS handshake that fails or
+/// SASL credentials that are refused show in the service's log, with a hint for the last two.
+impl ClientContext for IngressContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                self.record(message.to_owned());
+                tracing::warn!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice => tracing::info!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility, "{message}");
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        self.record(text.clone());
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::SSL) => tracing::error!(
+                error = %text,
+                "kafka: TLS with the broker failed (check ssl.ca.location, the broker's certificate and security.protocol)"
+            ),
+            Some(RDKafkaErrorCode::Authentication) => tracing::error!(
+                error = %text,
+                "kafka: SASL authentication failed (check sasl.mechanism, sasl.username and sasl.password)"
+            ),
+            _ => tracing::warn!(error = %text, "kafka client error"),
+        }
+    }
+}
 
 impl ConsumerContext for IngressContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -185,31 +337,16 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     }
 
     fn consumer(&self) -> Result<StreamConsumer<IngressContext>, IngressError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.config.brokers)
-            .set("group.id", &self.config.group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", &self.config.auto_offset_reset)
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            // Incremental rebalancing: a topic added to the subscription (or a member joining)
-            // moves only the partitions that change owner; the others keep flowing. Every
-            // member of a group must use the same protocol.
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.partition.eof", "false");
-        for (key, value) in &self.config.properties {
-            config.set(key, value);
-        }
-        config
+        self.config
+            .client_config()
             .create_with_context(IngressContext {
                 stats: self.stats.clone(),
             })
             .map_err(|e| {
                 IngressError::Kafka(format!(
-                    "creating the consumer for {}: {e}",
-                    self.config.brokers
+                    "creating the consumer for {}: {}",
+                    self.config.brokers,
+                    describe_error(&e)
                 ))
             })
     }
@@ -258,12 +395,21 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
-                _ = refresh.tick() => self.refresh(&consumer, &mut subscription, &mut index, &mut lookup).await,
+                _ = refresh.tick() => {
+                    if subscription.is_empty() {
+                        // librdkafka's logs and errors (an unreachable broker, a failed TLS
+                        // handshake or SASL authentication) are served by polling the
+                        // consumer, which nothing else does before a topic is subscribed.
+                        let _ = consumer.recv().now_or_never();
+                    }
+                    self.refresh(&consumer, &mut subscription, &mut index, &mut lookup).await
+                }
                 () = self.service.topics_changed().notified() => self.refresh(&consumer, &mut subscription, &mut index, &mut lookup).await,
                 existing = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
                     lookup = None;
                     let existing = existing.unwrap_or_else(|e| Err(format!("metadata task: {e}")));
                     subscription.looked_up(&consumer, existing);
+                    self.stats.set_subscribed(subscription.subscribed());
                 }
                 _ = shutdown.changed() => {}
             }
@@ -288,7 +434,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         Ok(())
     }
 
-    /// Re-reads the topics of registered waits and subscribes to those that are new and exist.
+    /// Re-reads the topics of registered waits and subscribes to those that are new, exist and
+    /// are allowed by the service's topic policy (the others are left out and logged once).
     async fn refresh(
         &self,
         consumer: &Arc<StreamConsumer<IngressContext>>,
@@ -307,15 +454,27 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         } else {
             Vec::new()
         };
-        *index = TopicIndex::new(&topics);
-        let wanted: BTreeSet<String> = self
+        let policy = self.service.topic_policy();
+        let (allowed, refused): (Vec<TopicFields>, Vec<TopicFields>) = topics
+            .into_iter()
+            .partition(|t| policy.may_subscribe(&t.topic));
+        *index = TopicIndex::new(&allowed);
+        let (wanted, refused_configured): (BTreeSet<String>, BTreeSet<String>) = self
             .config
             .topics
             .iter()
             .cloned()
             .chain(index.topics().map(str::to_owned))
+            .partition(|t| policy.may_subscribe(t));
+        let refused: BTreeSet<String> = refused
+            .into_iter()
+            .map(|t| t.topic)
+            .chain(refused_configured)
             .collect();
-        if let Some(started) = subscription.update(consumer, wanted, lookup.is_some()) {
+        subscription.refuse(refused, |topic| policy.tenancy(topic).err());
+        let started = subscription.update(consumer, wanted, lookup.is_some());
+        self.stats.set_subscribed(subscription.subscribed());
+        if let Some(started) = started {
             self.stats.metadata_lookups.fetch_add(1, Ordering::Relaxed);
             *lookup = Some(started);
         }

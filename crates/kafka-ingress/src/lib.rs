@@ -3,7 +3,9 @@
 //! to the service's ingest use case. Offsets are stored only after the event's effect is
 //! durable; what cannot be processed is quarantined with a reason so a partition never stalls,
 //! and only database unavailability holds a partition. Topics that do not exist are left out
-//! of the subscription until they do, so they never disturb the others.
+//! of the subscription until they do, so they never disturb the others. Only topics the
+//! service's topic policy allows are consumed, and a record's tenant is its topic's (a tenant
+//! header is honoured only where the topic's configuration says so).
 //!
 //! The only crate allowed to depend on rdkafka.
 

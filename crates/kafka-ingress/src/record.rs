@@ -48,7 +48,8 @@ fn class(e: &ServiceError) -> Class {
         | ServiceError::TooLarge { .. }
         | ServiceError::NotFound(_)
         | ServiceError::AlreadyExists(_)
-        | ServiceError::ExecutionMismatch(_) => Class::Refused,
+        | ServiceError::ExecutionMismatch(_)
+        | ServiceError::PermissionDenied(_) => Class::Refused,
     }
 }
 
@@ -211,6 +212,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         let naming = Naming {
             event_id_field: &self.config.event_id_field,
             tenant_header: &self.config.tenant_header,
+            topics: self.service.topic_policy(),
         };
         let extracted = extract(index, record, naming).map_err(|reason| Failure {
             ids: None,

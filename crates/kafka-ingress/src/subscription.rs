@@ -1,8 +1,9 @@
 //! What the consumer subscribes to: the configured topics and those of registered waits, but
-//! only those the cluster has. A topic that does not exist (yet) is left out and looked for
-//! again at every refresh, so it never makes the group rejoin over and over; once it exists
-//! it is added, and under the cooperative protocol adding it moves no partition that is
-//! already flowing.
+//! only those the service's topic policy allows (the ingress filters them; the others are
+//! logged here once) and those the cluster has. A topic that does not exist (yet) is left out
+//! and looked for again at every refresh, so it never makes the group rejoin over and over;
+//! once it exists it is added, and under the cooperative protocol adding it moves no
+//! partition that is already flowing.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,12 +36,42 @@ pub(crate) struct Subscription {
     wanted: BTreeSet<String>,
     /// When the cluster's topics were last looked up.
     looked_at: Option<Instant>,
+    /// Topics registered waits name that the topic policy does not allow (logged when they
+    /// change).
+    refused: BTreeSet<String>,
 }
 
 impl Subscription {
     /// Whether anything is subscribed.
     pub(crate) fn is_empty(&self) -> bool {
         self.subscribed.is_empty()
+    }
+
+    /// The topics subscribed now.
+    pub(crate) fn subscribed(&self) -> &BTreeSet<String> {
+        &self.subscribed
+    }
+
+    /// Notes the topics left out because the topic policy does not allow them, and logs them
+    /// (with `why`, the policy's reason) when they change: registration refuses such topics,
+    /// so they come from waits registered before the policy changed or by another instance
+    /// configured otherwise.
+    pub(crate) fn refuse(
+        &mut self,
+        refused: BTreeSet<String>,
+        why: impl Fn(&str) -> Option<String>,
+    ) {
+        if refused == self.refused {
+            return;
+        }
+        for topic in refused.difference(&self.refused) {
+            tracing::warn!(
+                topic,
+                reason = why(topic).unwrap_or_default(),
+                "not consuming a topic registered waits name: the topic configuration does not allow it"
+            );
+        }
+        self.refused = refused;
     }
 
     /// Takes the `wanted` topics. Topics already subscribed stay (a deleted one is

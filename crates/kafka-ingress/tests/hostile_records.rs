@@ -10,6 +10,7 @@ use rendezvous_domain::limits::{MAX_JSON_DEPTH, json_depth};
 use rendezvous_domain::{FieldPath, parse_json_slice};
 use rendezvous_kafka_ingress::{Naming, Record, TopicIndex, extract};
 use rendezvous_ports::TopicFields;
+use rendezvous_service::TopicPolicy;
 use serde_json::Value;
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -61,7 +62,8 @@ proptest! {
         }]);
         let headers: BTreeMap<String, String> = headers;
         let record = Record { topic: "t", partition: 0, offset: 7, value: Some(&value), headers: &headers };
-        let naming = Naming { event_id_field: "event_id", tenant_header: "tenant_id" };
+        let topics = TopicPolicy::allow_any();
+        let naming = Naming { event_id_field: "event_id", tenant_header: "tenant_id", topics: &topics };
         match extract(&index, record, naming) {
             Ok(read) => {
                 prop_assert!(json_depth(&read.payload) <= MAX_JSON_DEPTH);

@@ -1,6 +1,8 @@
 //! Connecting to the database: its configuration, the pools (a durable one, and on PostgreSQL
-//! a small one for resume leases and acks), migrations, and URLs without their passwords.
+//! a small one for resume leases and acks), TLS and a password kept apart from the URL, migrations,
+//! and URLs without their passwords.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rendezvous_ports::StoreError;
@@ -8,6 +10,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, SqliteTransactionMode,
     Statement, TransactionOptions, TransactionTrait,
 };
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tokio::task::JoinHandle;
 
 use crate::rows::db_err;
@@ -16,10 +19,16 @@ use crate::store::SqlStore;
 use crate::{Migrator, MigratorTrait};
 
 /// How to reach the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
-    /// `postgres://...` or `sqlite://path?mode=rwc` / `sqlite::memory:`.
+    /// `postgres://...` or `sqlite://path?mode=rwc` / `sqlite::memory:`. A PostgreSQL URL may
+    /// carry libpq's TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
     pub url: String,
+    /// The PostgreSQL password when it is not in the URL (read from a file, say); it wins over
+    /// one in the URL.
+    pub password: Option<String>,
+    /// PostgreSQL TLS settings that win over the URL's.
+    pub tls: PgTls,
     /// Pool size (PostgreSQL; SQLite always uses one connection: one writer at a time).
     pub max_connections: u32,
     /// How long to wait for a connection.
@@ -28,16 +37,168 @@ pub struct DatabaseConfig {
     pub run_migrations: bool,
 }
 
+/// Without the password: the URL's is masked, a separate one is not shown.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
+}
+
 impl DatabaseConfig {
-    /// Defaults for a URL: 16 connections, 10 s connect timeout, migrations on.
+    /// Defaults for a URL: 16 connections, 10 s connect timeout, migrations on, TLS and
+    /// password as the URL says.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            password: None,
+            tls: PgTls::default(),
             max_connections: 16,
             connect_timeout: Duration::from_secs(10),
             run_migrations: true,
         }
     }
+}
+
+/// libpq's `sslmode`: whether the connection to PostgreSQL is encrypted and what is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, nothing verified (the default of a URL without
+    /// `sslmode`).
+    Prefer,
+    /// TLS or no connection; the server's certificate is not verified.
+    Require,
+    /// TLS, and the server's certificate must chain to a trusted root (`sslrootcert`, else the
+    /// system's roots).
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, by its libpq name.
+    pub const ALL: [(&'static str, Self); 5] = [
+        ("disable", Self::Disable),
+        ("prefer", Self::Prefer),
+        ("require", Self::Require),
+        ("verify-ca", Self::VerifyCa),
+        ("verify-full", Self::VerifyFull),
+    ];
+
+    /// Its libpq name (`verify-full`, ...).
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("prefer", |(name, _)| name)
+    }
+
+    /// The mode of a libpq name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, mode)| *mode)
+    }
+
+    fn sqlx(self) -> PgSslMode {
+        match self {
+            Self::Disable => PgSslMode::Disable,
+            Self::Prefer => PgSslMode::Prefer,
+            Self::Require => PgSslMode::Require,
+            Self::VerifyCa => PgSslMode::VerifyCa,
+            Self::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
+
+    fn of(mode: PgSslMode) -> Self {
+        match mode {
+            PgSslMode::Disable | PgSslMode::Allow => Self::Disable,
+            PgSslMode::Prefer => Self::Prefer,
+            PgSslMode::Require => Self::Require,
+            PgSslMode::VerifyCa => Self::VerifyCa,
+            PgSslMode::VerifyFull => Self::VerifyFull,
+        }
+    }
+}
+
+/// TLS to PostgreSQL (rustls). Each setting left `None` keeps the URL's (`sslmode`,
+/// `sslrootcert`, `sslcert`, `sslkey`); a URL without them means `prefer` with the system's
+/// roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgTls {
+    /// `sslmode`.
+    pub mode: Option<SslMode>,
+    /// `sslrootcert`: PEM certificates of the roots the server's certificate must chain to.
+    pub root_cert: Option<PathBuf>,
+    /// `sslcert`: a PEM client certificate (certificate authentication), with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// `sslkey`: the PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// What [`DatabaseConfig`] adds to the options sqlx reads from a PostgreSQL URL: applied to
+/// every connection (both pools and the resume listener).
+#[derive(Clone)]
+struct PgExtras {
+    password: Option<String>,
+    tls: PgTls,
+}
+
+impl PgExtras {
+    fn new(config: &DatabaseConfig) -> Self {
+        Self {
+            password: config.password.clone(),
+            tls: config.tls.clone(),
+        }
+    }
+
+    fn apply(&self, mut options: PgConnectOptions) -> PgConnectOptions {
+        if let Some(password) = &self.password {
+            options = options.password(password);
+        }
+        if let Some(mode) = self.tls.mode {
+            options = options.ssl_mode(mode.sqlx());
+        }
+        if let Some(path) = &self.tls.root_cert {
+            options = options.ssl_root_cert(path);
+        }
+        if let Some(path) = &self.tls.client_cert {
+            options = options.ssl_client_cert(path);
+        }
+        if let Some(path) = &self.tls.client_key {
+            options = options.ssl_client_key(path);
+        }
+        options
+    }
+}
+
+/// The sqlx options of a PostgreSQL URL with `extras` applied, or why the URL cannot be read
+/// (sea-orm would panic on some of those).
+fn pg_options(url: &str, extras: &PgExtras) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>()
+        .map(|options| extras.apply(options))
+        .map_err(|e| StoreError::Unavailable(format!("invalid database URL {}: {e}", redact(url))))
+}
+
+/// How the connection is secured, for a message about a failed connection.
+fn describe_tls(options: &PgConnectOptions, tls: &PgTls) -> String {
+    let mut text = format!("sslmode {}", SslMode::of(options.get_ssl_mode()).as_str());
+    if let Some(path) = &tls.root_cert {
+        text.push_str(&format!(", root certificate {}", path.display()));
+    }
+    if let Some(path) = &tls.client_cert {
+        text.push_str(&format!(", client certificate {}", path.display()));
+    }
+    text
 }
 
 /// A connected database: the store, its resume signal, and the PostgreSQL listener task.
@@ -57,6 +218,19 @@ impl Database {
     /// resume notifications.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let sqlite = config.url.starts_with("sqlite:");
+        let extras = PgExtras::new(config);
+        // Read here first: a URL sqlx cannot read is an error naming it, and the effective TLS
+        // settings go into the message of a failed connection.
+        let pg = (!sqlite)
+            .then(|| pg_options(&config.url, &extras))
+            .transpose()?;
+        let failed = |e: sea_orm::DbErr| {
+            let how = pg
+                .as_ref()
+                .map(|o| format!(" ({})", describe_tls(o, &config.tls)))
+                .unwrap_or_default();
+            StoreError::Unavailable(format!("connecting to {}{how}: {e}", redact(&config.url)))
+        };
         let mut options = ConnectOptions::new(config.url.clone());
         options
             .max_connections(if sqlite { 1 } else { config.max_connections })
@@ -77,9 +251,13 @@ impl Database {
             // READ COMMITTED for every transaction whatever the server's or the database's
             // default (the re-check after the correlation lock must see what committed while
             // it waited), set once per connection rather than by a `SET TRANSACTION` round
-            // trip in every transaction.
-            options.map_sqlx_postgres_opts(|o| {
-                o.options([("default_transaction_isolation", "read committed")])
+            // trip in every transaction. The password and TLS settings of the config are
+            // applied here too (sea-orm keeps one options function: each pool sets all).
+            let extras = extras.clone();
+            options.map_sqlx_postgres_opts(move |o| {
+                extras
+                    .apply(o)
+                    .options([("default_transaction_isolation", "read committed")])
             });
         }
         // Opening a SQLite file switches it to WAL, which needs a moment of exclusive access:
@@ -95,12 +273,7 @@ impl Database {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
                 }
-                Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "connecting to {}: {e}",
-                        redact(&config.url)
-                    )));
-                }
+                Err(e) => return Err(failed(e)),
             }
         };
         if config.run_migrations {
@@ -115,24 +288,22 @@ impl Database {
             conn.clone()
         } else {
             let mut lease_options = options.clone();
+            let extras = extras.clone();
             lease_options
                 .max_connections(4)
                 .min_connections(1)
-                .map_sqlx_postgres_opts(|o| {
-                    o.options([
+                .map_sqlx_postgres_opts(move |o| {
+                    extras.apply(o).options([
                         ("default_transaction_isolation", "read committed"),
                         ("synchronous_commit", "off"),
                     ])
                 });
             sea_orm::Database::connect(lease_options)
                 .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("connecting to {}: {e}", redact(&config.url)))
-                })?
+                .map_err(failed)?
         };
         let signal = SqlResumeSignal::default();
-        let listener = (conn.get_database_backend() == DbBackend::Postgres)
-            .then(|| tokio::spawn(signal::listen(config.url.clone(), signal.clone())));
+        let listener = pg.map(|options| tokio::spawn(signal::listen(options, signal.clone())));
         Ok(Self {
             store: SqlStore::new(conn.clone(), lease_conn.clone(), signal.clone()),
             signal,

@@ -25,7 +25,7 @@ mod store;
 pub mod testing;
 mod text;
 
-pub use database::{Database, DatabaseConfig, migrate, redact};
+pub use database::{Database, DatabaseConfig, PgTls, SslMode, migrate, redact};
 pub use rendezvous_migrations::{Migrator, MigratorTrait};
 pub use signal::{SqlResumeSignal, SqlResumeWaiter};
 pub use store::{SqlStore, SqlTx};

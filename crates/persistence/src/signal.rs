@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rendezvous_ports::{ResumeSignal, ResumeWaiter, StoreError};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
 use crate::rows::db_err;
@@ -82,10 +83,11 @@ impl ResumeWaiter for SqlResumeWaiter {
 }
 
 /// Forwards PostgreSQL notifications on the resume channel to the local signal until aborted.
-/// The listener has a connection of its own (not one of the pool's).
-pub(crate) async fn listen(url: String, signal: SqlResumeSignal) {
+/// The listener has a connection of its own (not one of the pool's), made with the same
+/// options as the pool's (password, TLS).
+pub(crate) async fn listen(options: PgConnectOptions, signal: SqlResumeSignal) {
     loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
+        match connect_listener(options.clone()).await {
             Ok(mut listener) => {
                 if let Err(e) = listener.listen(RESUME_CHANNEL).await {
                     tracing::warn!(error = %e, "cannot listen for resume notifications; polling meanwhile");
@@ -114,4 +116,18 @@ pub(crate) async fn listen(url: String, signal: SqlResumeSignal) {
         signal.notify_local();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// A listener on a pool of one connection of its own, as `PgListener::connect` makes from a
+/// URL, but from options.
+async fn connect_listener(options: PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.ignore_pool_close_event(true);
+    Ok(listener)
 }

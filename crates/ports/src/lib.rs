@@ -9,11 +9,13 @@
 mod api_call;
 mod clock;
 mod resume;
+mod scope;
 mod store;
 
 pub use api_call::{ApiCallRecord, CallFailure, HttpCaller, HttpReply, retry_after};
 pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
+pub use scope::TenantScope;
 pub use store::{
     BufferedEvent, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeSignal,
     ResumeWaiter, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,

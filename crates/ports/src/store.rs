@@ -11,6 +11,7 @@ use rendezvous_domain::{
 
 use crate::api_call::ApiCallRecord;
 use crate::resume::ResumeRecord;
+use crate::scope::TenantScope;
 
 /// What can go wrong in a store, as the service needs to tell it apart.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -130,8 +131,8 @@ impl PurgeCounts {
 /// Filters of `ListWaits`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WaitQuery {
-    /// Only this tenant.
-    pub tenant: Option<TenantId>,
+    /// Only these tenants.
+    pub tenants: TenantScope,
     /// Only these statuses (empty: all).
     pub statuses: Vec<WaitStatus>,
     /// Only this execution.
@@ -361,7 +362,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     async fn claim_resumes(
         &self,
         owner: &LeaseOwner,
-        tenant: Option<&TenantId>,
+        tenants: &TenantScope,
         now: Timestamp,
         lease: Duration,
         limit: u32,

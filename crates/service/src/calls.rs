@@ -4,10 +4,17 @@
 //! backoff, or failed together with its wait; a wait that was decided meanwhile, or whose
 //! `api` source already has its event, is never failed by its call. The retry schedule is a
 //! pure function.
+//!
+//! What reaches a log line or a reason is made safe here: URLs without credentials or query
+//! (`redact_url`), and every failure reason — an upstream's error body above all — stripped of
+//! control characters and escape sequences and bounded (`sanitize_text`), so an upstream
+//! cannot forge log lines. The destination is checked again against this instance's policy
+//! before each attempt.
 
 use std::time::Duration;
 
 use rendezvous_domain::limits::{MAX_RECORDED_REASON_BYTES, truncate_reason};
+use rendezvous_domain::request::{MAX_BODY_SNIPPET_BYTES, redact_url, sanitize_text};
 use rendezvous_domain::{Channel, EventKey, ResponseMode, SourceName, Timestamp, WaitId};
 use rendezvous_ports::{
     ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, StoreTx,
@@ -84,21 +91,27 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 .await?;
             return Ok(());
         }
-        let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts);
-        let outcome = tracing::Instrument::instrument(caller.call(&call.request), span).await;
+        let url = redact_url(&call.request.url);
+        let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts, %url);
+        // A call written under another policy (an allowlist since narrowed) is not made.
+        let outcome = match self.config.api.destinations.check(&call.request.url) {
+            Ok(()) => tracing::Instrument::instrument(caller.call(&call.request), span).await,
+            Err(refused) => Err(CallFailure::Permanent(refused.to_string())),
+        };
         let now = self.clock.now();
-        // Ok(reason): permanent. Err((reason, retry_after)): transient.
+        // Ok(reason): permanent. Err((reason, retry_after)): transient. Every reason is
+        // sanitized: it may hold what an upstream chose to send.
         let failure = match outcome {
             Ok(reply) if (200..300).contains(&reply.status) => {
-                tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, url = %call.request.url, "api call succeeded");
+                tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, %url, "api call succeeded");
                 return self.succeed(&call, reply, now).await;
             }
             Ok(reply) if reply.status == 429 || reply.status >= 500 => {
-                Err((answered(&call, &reply), retry_after(&reply)))
+                Err((answered(&url, &reply), retry_after(&reply)))
             }
-            Ok(reply) => Ok(answered(&call, &reply)),
-            Err(CallFailure::Transient(reason)) => Err((reason, None)),
-            Err(CallFailure::Permanent(reason)) => Ok(reason),
+            Ok(reply) => Ok(answered(&url, &reply)),
+            Err(CallFailure::Transient(reason)) => Err((clean(&reason), None)),
+            Err(CallFailure::Permanent(reason)) => Ok(clean(&reason)),
         };
         match next_attempt(&self.config.api, call.attempts, failure) {
             NextAttempt::Retry { delay, reason } => {
@@ -189,23 +202,27 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     }
 }
 
-/// "`url` answered `status`: `body...`".
-fn answered(call: &ApiCallRecord, reply: &HttpReply) -> String {
-    format!(
-        "{} answered {}{}",
-        call.request.url,
-        reply.status,
-        snippet(&reply.body)
-    )
+/// "`url` answered `status`: `body...`": the URL already redacted, the body sanitized and cut
+/// to [`MAX_BODY_SNIPPET_BYTES`].
+fn answered(url: &str, reply: &HttpReply) -> String {
+    format!("{url} answered {}{}", reply.status, snippet(&reply.body))
 }
 
+/// The start of an upstream's body, safe to log: no control characters or escape sequences,
+/// at most [`MAX_BODY_SNIPPET_BYTES`].
 fn snippet(body: &[u8]) -> String {
-    if body.is_empty() {
+    // Only the start is looked at: a sanitized snippet is never longer than its source.
+    let start = &body[..body.len().min(MAX_BODY_SNIPPET_BYTES * 4)];
+    let text = sanitize_text(&String::from_utf8_lossy(start), MAX_BODY_SNIPPET_BYTES);
+    if text.is_empty() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(body);
-    let cut: String = text.chars().take(200).collect();
-    format!(": {cut}")
+    format!(": {text}")
+}
+
+/// A failure reason from the HTTP adapter, safe to log and record.
+fn clean(reason: &str) -> String {
+    sanitize_text(reason, MAX_RECORDED_REASON_BYTES)
 }
 
 #[cfg(test)]
@@ -251,6 +268,36 @@ mod tests {
                 (next, expected) => panic!("attempt {attempts}: {next:?}, expected {expected:?}"),
             }
         }
+    }
+
+    #[test]
+    fn upstream_bodies_are_sanitized_and_cut() {
+        let reply = HttpReply {
+            status: 400,
+            headers: Default::default(),
+            body: "bad\n2024-01-01 INFO forged\x1b[31m red\x1b[0m\r\n"
+                .repeat(100)
+                .into_bytes(),
+        };
+        let reason = answered("https://x.example/a", &reply);
+        assert!(
+            reason.starts_with(
+                "https://x.example/a answered 400: bad 2024-01-01 INFO forged red bad"
+            ),
+            "{reason}"
+        );
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        assert!(
+            reason.len() <= "https://x.example/a answered 400: ".len() + MAX_BODY_SNIPPET_BYTES,
+            "{}",
+            reason.len()
+        );
+        let empty = HttpReply {
+            body: b"\n\x1b[0m".to_vec(),
+            ..reply
+        };
+        assert_eq!(answered("u", &empty), "u answered 400");
+        assert_eq!(clean("a\nb\x1b[2Jc"), "a bc");
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The use cases' limits and timings, and the policy of outbound API calls.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rendezvous_domain::Destinations;
+use rendezvous_domain::{ApiRequest, Destinations};
+
+use crate::ServiceError;
+
+use crate::TopicPolicy;
 
 /// Limits and timings of the use cases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +22,8 @@ pub struct ServiceConfig {
     pub max_config_bytes: usize,
     /// Outbound API calls.
     pub api: ApiPolicy,
+    /// Which Kafka topics each tenant's waits may name, and whose records each topic carries.
+    pub topics: TopicPolicy,
 }
 
 /// Where outbound API calls may go, and how they are retried.
@@ -36,6 +43,39 @@ pub struct ApiPolicy {
     pub max_in_flight: u32,
     /// Calls one instance makes at once to one destination (host and port).
     pub max_per_destination: u32,
+    /// The names of the secrets headers may reference (`[secrets]`); a call naming another is
+    /// refused at registration. Only names: the values are read by the HTTP adapter.
+    pub secrets: BTreeSet<String>,
+}
+
+impl ApiPolicy {
+    /// Checks that every secret `request` references is configured: `INVALID_ARGUMENT` naming
+    /// the header and the secret otherwise (names only; values are never known here).
+    pub fn check_secrets(&self, request: &ApiRequest) -> Result<(), ServiceError> {
+        for (header, secret) in &request.secret_headers {
+            if !self.secrets.contains(secret) {
+                let known = if self.secrets.is_empty() {
+                    "none is configured".to_owned()
+                } else {
+                    let names: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+                    format!("configured: {}", names.join(", "))
+                };
+                let plain = header
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let at = if plain {
+                    format!("node_config.data.apiCall.headers.{header}")
+                } else {
+                    format!("node_config.data.apiCall.headers.{header:?}")
+                };
+                return Err(ServiceError::invalid(
+                    &at,
+                    format!("the secret {secret:?} is not configured in [secrets] ({known})"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ApiPolicy {
@@ -48,6 +88,7 @@ impl Default for ApiPolicy {
             lease: Duration::from_secs(60),
             max_in_flight: 128,
             max_per_destination: 32,
+            secrets: BTreeSet::new(),
         }
     }
 }
@@ -60,6 +101,7 @@ impl Default for ServiceConfig {
             max_payload_bytes: 1024 * 1024,
             max_config_bytes: 256 * 1024,
             api: ApiPolicy::default(),
+            topics: TopicPolicy::default(),
         }
     }
 }

@@ -88,9 +88,19 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 size,
                 limit,
             }),
+            // The message names what the event carried, never the wait's own execution id: a
+            // caller that does not know it must not learn it from the refusal.
             Err(mismatch) => Err(ServiceError::ExecutionMismatch(format!(
-                "wait {}: {mismatch}; the event was recorded and not applied",
-                wait.state.key.id
+                "wait {}: {}; the event was recorded and not applied",
+                wait.state.key.id,
+                match mismatch {
+                    IgnoreReason::ExecutionMismatch {
+                        found: Some(found), ..
+                    } => format!(
+                        "execution id mismatch: the event's execution id \"{found}\" is not the wait's"
+                    ),
+                    _ => "execution id missing: the event names none".to_owned(),
+                }
             ))),
         }
     }

@@ -38,6 +38,9 @@ pub enum ServiceError {
     /// The event's execution id does not match the wait's. Recorded on the wait, not applied.
     #[error("{0}")]
     ExecutionMismatch(String),
+    /// The caller's credential does not allow this (a role it lacks, a tenant not its own).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Optimistic-lock conflicts kept winning; retrying is safe.
     #[error("{what} is contended by concurrent writers; retry")]
     Contended {
@@ -73,7 +76,8 @@ impl ServiceError {
             | Self::TooLarge { .. }
             | Self::NotFound(_)
             | Self::AlreadyExists(_)
-            | Self::ExecutionMismatch(_) => false,
+            | Self::ExecutionMismatch(_)
+            | Self::PermissionDenied(_) => false,
         }
     }
 }

@@ -11,11 +11,11 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// One wait.
     pub async fn get(&self, lookup: WaitLookup) -> Result<StoredWait, ServiceError> {
         match lookup {
-            WaitLookup::Id { wait_id, tenant } => self
+            WaitLookup::Id { wait_id, tenants } => self
                 .store
                 .get_wait(wait_id)
                 .await?
-                .filter(|w| tenant.as_ref().is_none_or(|t| t == &w.state.key.tenant))
+                .filter(|w| tenants.contains(&w.state.key.tenant))
                 .ok_or_else(|| ServiceError::NotFound(format!("no wait with id {wait_id}"))),
             WaitLookup::Correlation {
                 tenant,

@@ -10,6 +10,7 @@
 //! jitter). It knows no transport and no database; adapters build its typed commands
 //! (`requests.rs`, with `parse`) and call it, the persistence adapter serves it.
 
+mod access;
 mod calls;
 mod close;
 mod config;
@@ -23,10 +24,13 @@ mod requests;
 mod resumes;
 mod retention;
 mod service;
+mod topics;
 
+pub use access::{Principal, Role, Tenants};
 pub use config::{ApiPolicy, ServiceConfig};
 pub use dispatch::DEFER as API_CALL_DEFER;
 pub use error::ServiceError;
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
 pub use retention::MAX_PURGE_ROUNDS;
 pub use service::WaitService;
+pub use topics::{TopicPattern, TopicPolicy, TopicTenancy, check_topic_name};

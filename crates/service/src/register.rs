@@ -1,11 +1,12 @@
 //! Registering a wait: the common one-write path when nothing came before it, else the full
 //! transaction (idempotency match, correlation lock, buffered early events, new topics, the
-//! outbound call, an immediate decision).
+//! outbound call, an immediate decision). A wait naming a Kafka topic its tenant may not use
+//! is refused before anything is stored (`topics.rs`).
 
 use rendezvous_domain::request::RenderedCall;
 use rendezvous_domain::{
-    ConfigErrors, CorrelationId, SourceKind, SourceName, Timestamp, WaitId, WaitKey, WaitSpec,
-    WaitState,
+    ConfigErrors, CorrelationId, SourceKind, SourceName, TenantId, Timestamp, WaitId, WaitKey,
+    WaitSpec, WaitState,
 };
 use rendezvous_ports::{
     ApiCallRecord, Clock, FreshWait, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
@@ -13,7 +14,7 @@ use rendezvous_ports::{
 };
 
 use crate::service::{Attempt, counted, new_resume};
-use crate::{RegisterWait, Registered, ServiceError, WaitService};
+use crate::{RegisterWait, Registered, ServiceError, TopicPolicy, WaitService};
 
 /// Where a rendered API call's URL is reported from, in errors.
 const CALL_URL_FIELD: &str = "node_config.data.apiCall.url";
@@ -45,6 +46,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         }
         let spec = WaitSpec::from_json_str(&request.node_config_json)
             .map_err(ServiceError::InvalidConfig)?;
+        check_topics(&self.config.topics, &request.tenant, &spec)?;
         let prepared = prepare_call(&spec, &request).await?;
         let what = || {
             format!(
@@ -246,6 +248,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             .destinations
             .check(&rendered.url)
             .map_err(|e| ServiceError::invalid(CALL_URL_FIELD, e))?;
+        self.config.api.check_secrets(&rendered)?;
         if let Some(traceparent) = &request.traceparent {
             rendered
                 .headers
@@ -381,4 +384,30 @@ fn topic_fields(spec: &WaitSpec) -> Vec<TopicFields> {
             _ => None,
         })
         .collect()
+}
+
+/// Refuses a spec naming a Kafka topic its wait's tenant may not use (see `topics.rs`): the
+/// error names the source's `topic` field and the topic.
+fn check_topics(
+    policy: &TopicPolicy,
+    tenant: &TenantId,
+    spec: &WaitSpec,
+) -> Result<(), ServiceError> {
+    for source in &spec.sources {
+        if let SourceKind::Kafka(kafka) = &source.kind {
+            policy
+                .may_name(tenant, &kafka.topic)
+                .map_err(|reason| ServiceError::invalid(&topic_field(&source.name), reason))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a Kafka source's topic is in the node config, in errors.
+fn topic_field(source: &SourceName) -> String {
+    if source.as_str() == SourceName::KAFKA {
+        "node_config.data.kafkaEvent.topic".to_owned()
+    } else {
+        format!("node_config.data.sources.{source}.topic")
+    }
 }

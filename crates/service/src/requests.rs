@@ -11,7 +11,7 @@ use rendezvous_domain::{
     Verdict, WaitId,
 };
 use rendezvous_domain::{JsonError, parse_json_slice};
-use rendezvous_ports::StoredWait;
+use rendezvous_ports::{StoredWait, TenantScope};
 
 use crate::ServiceError;
 use serde_json::Value;
@@ -205,12 +205,12 @@ impl Effect {
 /// How a caller names a wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitLookup {
-    /// By wait id; when a tenant is given, a wait of another tenant is not found.
+    /// By wait id; a wait of a tenant out of scope is not found.
     Id {
         /// The wait id.
         wait_id: WaitId,
-        /// The tenant the caller acts for; `None`: any.
-        tenant: Option<TenantId>,
+        /// The tenants the caller acts for.
+        tenants: TenantScope,
     },
     /// By correlation id within a tenant.
     Correlation {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use rendezvous_domain::{LeaseOwner, ResumeId, TenantId};
-use rendezvous_ports::{Clock, ResumeRecord, ResumeSignal, Store};
+use rendezvous_domain::{LeaseOwner, ResumeId};
+use rendezvous_ports::{Clock, ResumeRecord, ResumeSignal, Store, TenantScope};
 
 use crate::{ServiceError, WaitService};
 
@@ -13,13 +13,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     pub async fn claim_resumes(
         &self,
         owner: &LeaseOwner,
-        tenant: Option<&TenantId>,
+        tenants: &TenantScope,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, ServiceError> {
         Ok(self
             .store
-            .claim_resumes(owner, tenant, self.clock.now(), lease, limit)
+            .claim_resumes(owner, tenants, self.clock.now(), lease, limit)
             .await?)
     }
 

@@ -16,6 +16,7 @@ use rendezvous_domain::{
 use rendezvous_http_caller::{CallerConfig, ReqwestCaller};
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::fakes::ManualClock;
 use rendezvous_ports::{CallFailure, Clock, HttpCaller, HttpReply, SystemClock};
 use rendezvous_service::{
@@ -90,7 +91,7 @@ async fn status<C: Clock>(service: &Service<C>, wait_id: WaitId) -> WaitStatus {
     service
         .get(WaitLookup::Id {
             wait_id,
-            tenant: None,
+            tenants: TenantScope::All,
         })
         .await
         .unwrap()
@@ -102,7 +103,7 @@ async fn correlation<C: Clock>(service: &Service<C>, wait_id: WaitId) -> Correla
     service
         .get(WaitLookup::Id {
             wait_id,
-            tenant: None,
+            tenants: TenantScope::All,
         })
         .await
         .unwrap()
@@ -183,7 +184,7 @@ async fn a_cancelled_wait_gets_no_further_attempt() {
         .cancel(
             WaitLookup::Id {
                 wait_id: wait,
-                tenant: None,
+                tenants: TenantScope::All,
             },
             Some("the workflow was cancelled".into()),
         )
@@ -486,6 +487,7 @@ async fn stalled_destination(backend: Backend) {
         timeout: Duration::from_secs(120),
         max_response_bytes: 1024,
         allow_private_networks: true,
+        ..CallerConfig::default()
     })
     .unwrap();
     let (stop_sender, mut stopped) = watch::channel(false);

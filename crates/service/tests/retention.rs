@@ -8,6 +8,7 @@ use std::time::Duration;
 use rendezvous_domain::{ExecutionId, LeaseOwner, NodeId, Timestamp};
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig};
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::fakes::ManualClock;
 use rendezvous_service::{RegisterWait, ServiceConfig, ServiceError, WaitLookup, WaitService};
 use serde_json::json;
@@ -48,7 +49,7 @@ async fn decided_and_acknowledged_waits_are_purged_after_the_retention_period() 
     let open = service.register(registration("exec-4")).await.unwrap().wait;
     let engine = LeaseOwner::parse("engine").unwrap();
     let resumes = service
-        .claim_resumes(&engine, None, Duration::from_secs(60), 10)
+        .claim_resumes(&engine, &TenantScope::All, Duration::from_secs(60), 10)
         .await
         .unwrap();
     assert_eq!(resumes.len(), 3);
@@ -78,7 +79,7 @@ async fn decided_and_acknowledged_waits_are_purged_after_the_retention_period() 
     for id in &ids[..2] {
         let lookup = WaitLookup::Id {
             wait_id: *id,
-            tenant: None,
+            tenants: TenantScope::All,
         };
         assert!(matches!(
             service.get(lookup).await,
@@ -88,7 +89,7 @@ async fn decided_and_acknowledged_waits_are_purged_after_the_retention_period() 
     for id in [ids[2], open.state.key.id] {
         let lookup = WaitLookup::Id {
             wait_id: id,
-            tenant: None,
+            tenants: TenantScope::All,
         };
         assert!(service.get(lookup).await.is_ok(), "kept");
     }

@@ -11,6 +11,7 @@ use rendezvous_domain::{
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
 use rendezvous_ports::Store;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::fakes::ManualClock;
 use rendezvous_service::{
     Delivered, Delivery, RegisterWait, ServiceConfig, ServiceError, WaitLookup, WaitService,
@@ -72,7 +73,7 @@ fn event(correlation_id: &CorrelationId, execution: &str, key: &str) -> Delivery
 fn by_id(wait_id: rendezvous_domain::WaitId) -> WaitLookup {
     WaitLookup::Id {
         wait_id,
-        tenant: None,
+        tenants: TenantScope::All,
     }
 }
 
@@ -89,7 +90,7 @@ async fn resumes(h: &Harness) -> Vec<rendezvous_ports::ResumeRecord> {
     h.service
         .claim_resumes(
             &LeaseOwner::parse("engine").unwrap(),
-            None,
+            &TenantScope::All,
             Duration::from_secs(60),
             100,
         )
@@ -271,7 +272,7 @@ async fn registration_is_idempotent_and_refuses_a_changed_config() {
     );
     let other_tenant = WaitLookup::Id {
         wait_id: first.wait.state.key.id,
-        tenant: Some(TenantId::parse("someone-else").unwrap()),
+        tenants: TenantScope::one(TenantId::parse("someone-else").unwrap()),
     };
     assert!(matches!(
         h.service.get(other_tenant).await,

@@ -8,7 +8,8 @@ use crate::cli::Command;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rendezvous.toml");
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
+/// The configuration `args` and `env` load (shared by the sections' own tests).
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     match Config::load(args, env)? {
         Command::Run(config) => Ok(*config),
@@ -16,7 +17,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
     }
 }
 
-fn error(args: &[&str], env: &[(&str, &str)]) -> String {
+/// The error loading `args` and `env` gives, with its causes.
+pub(crate) fn error(args: &[&str], env: &[(&str, &str)]) -> String {
     format!("{:#}", run(args, env).unwrap_err())
 }
 
@@ -384,7 +386,7 @@ fn adapters_get_the_sections_settings() {
     let stream = config.resume.stream_config();
     assert_eq!(stream.ack_timeout, Duration::from_secs(2));
     assert_eq!(stream.default_max_in_flight, 7);
-    let caller = config.api.caller_config();
+    let caller = config.api.caller_config(&config.secrets);
     assert_eq!(caller.timeout, Duration::from_secs(3));
     assert_eq!(caller.max_response_bytes, 100);
     let database = config.database_config();

@@ -3,7 +3,8 @@
 //! The seed's format is primary: `data.apiCall`, `data.kafkaEvent`, `data.aggregationStrategy`,
 //! `data.timeout`. Extensions (documented in `docs/node-config.md`): `data.sources` for more
 //! named sources, object forms of `aggregationStrategy` (`custom`, `k_of_n`, `expression`),
-//! `data.onTimeout`, `apiCall.responseMode`, `apiCall.headers`, and a `filter` on any source.
+//! `data.onTimeout`, `apiCall.responseMode`, `apiCall.headers` (with secret references), and a
+//! `filter` on any source.
 //! Every problem is reported with its JSON path, all of them at once.
 //!
 //! This file holds the types and the entry points; `read.rs` is the validating reader of the
@@ -98,6 +99,11 @@ pub struct ApiCall {
     pub method: HttpMethod,
     /// Extra request headers; values may contain placeholders.
     pub headers: BTreeMap<String, String>,
+    /// Headers whose value is a configured secret (`{"secret": "partner_token"}` in the node
+    /// config): header name → secret name. Only the name is stored; the value is read from the
+    /// service's `[secrets]` when the call is made.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, String>,
     /// The JSON body, if any; strings may contain placeholders.
     pub body: Option<Value>,
     /// How the API's answer becomes the `api` event.

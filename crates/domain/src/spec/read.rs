@@ -16,6 +16,7 @@ use super::{
 use crate::ids::SourceName;
 use crate::limits::MAX_SOURCES;
 use crate::problems::{Problems, child, json_kind};
+use crate::request::{forbidden_header, header_name_problem, secret_name_problem};
 
 /// Reads a node config document. `None` when it is too broken to build a spec; every problem,
 /// including those of a spec that was built, is in `problems`.
@@ -151,27 +152,17 @@ fn parse_api(value: Value, at: &str, problems: &mut Problems) -> Declared {
             DEFAULT_METHOD
         }),
     };
-    let mut headers = BTreeMap::new();
-    match obj.take("headers") {
-        None => {}
-        Some(Value::Object(map)) => {
-            for (k, v) in map {
-                match v {
-                    Value::String(s) => {
-                        headers.insert(k, s);
-                    }
-                    other => problems.push(
-                        child(&obj.path("headers"), &k),
-                        format!("expected a string, found {}", json_kind(&other)),
-                    ),
-                }
-            }
+    let (headers, secret_headers) = match obj.take("headers") {
+        None => Default::default(),
+        Some(Value::Object(map)) => read_headers(map, &obj.path("headers"), problems),
+        Some(other) => {
+            problems.push(
+                obj.path("headers"),
+                format!("expected an object, found {}", json_kind(&other)),
+            );
+            Default::default()
         }
-        Some(other) => problems.push(
-            obj.path("headers"),
-            format!("expected an object, found {}", json_kind(&other)),
-        ),
-    }
+    };
     let body = obj.take("body");
     let response_mode = match obj.string("responseMode", problems).as_deref() {
         None | Some("callback") => ResponseMode::Callback,
@@ -205,10 +196,77 @@ fn parse_api(value: Value, at: &str, problems: &mut Problems) -> Declared {
             url,
             method,
             headers,
+            secret_headers,
             body,
             response_mode,
         }),
     })
+}
+
+/// Reads `apiCall.headers`: each value a string (a template) or `{"secret": "name"}` (a
+/// configured secret, by name). Names must be HTTP tokens, not set twice (they are compared
+/// without case), and none the service or the connection owns (`Host`, `Content-Length`,
+/// hop-by-hop headers: [`forbidden_header`]). Returns the templates and the secret
+/// references.
+fn read_headers(
+    map: serde_json::Map<String, Value>,
+    at: &str,
+    problems: &mut Problems,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut headers, mut secrets) = (BTreeMap::new(), BTreeMap::new());
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in map {
+        let at = child(at, &name);
+        if let Some(problem) = header_name_problem(&name).or_else(|| forbidden_header(&name)) {
+            problems.push(&at, problem);
+            continue;
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            problems.push(
+                &at,
+                "set twice (header names are compared without case)".to_owned(),
+            );
+            continue;
+        }
+        match value {
+            Value::String(s) => {
+                headers.insert(name, s);
+            }
+            Value::Object(reference) => match secret_reference(&reference) {
+                Ok(secret) => {
+                    secrets.insert(name, secret);
+                }
+                Err(problem) => problems.push(&at, problem),
+            },
+            other => problems.push(
+                &at,
+                format!(
+                    "expected a string or {{\"secret\": NAME}}, found {}",
+                    json_kind(&other)
+                ),
+            ),
+        }
+    }
+    (headers, secrets)
+}
+
+/// The secret name of a header value `{"secret": "name"}`, or what is wrong with it.
+fn secret_reference(reference: &serde_json::Map<String, Value>) -> Result<String, String> {
+    let shape = "expected {\"secret\": NAME} (the name of a secret in the service's [secrets])";
+    if reference.len() != 1 {
+        return Err(shape.to_owned());
+    }
+    match reference.get("secret") {
+        Some(Value::String(name)) => match secret_name_problem(name) {
+            Some(problem) => Err(problem),
+            None => Ok(name.clone()),
+        },
+        Some(other) => Err(format!(
+            "secret: expected a string, found {}",
+            json_kind(other)
+        )),
+        None => Err(shape.to_owned()),
+    }
 }
 
 /// Checks an absolute http(s) URL; `{{placeholders}}` stand for path or query text.

@@ -20,7 +20,8 @@ pub struct RegisterWaitRequest {
     /// key return the same wait. Empty: at most one wait per (execution_id, node_id).
     #[prost(string, tag = "5")]
     pub idempotency_key: ::prost::alloc::string::String,
-    /// Tenant namespace of correlation ids. Empty: "default".
+    /// Tenant namespace of correlation ids, one of the credential's. Empty: the credential's only
+    /// tenant ("default" for a credential of every tenant).
     #[prost(string, tag = "6")]
     pub tenant_id: ::prost::alloc::string::String,
     /// The workflow definition, for listing and logs only.
@@ -79,7 +80,8 @@ pub mod resume_stream_request {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Subscribe {
-    /// Only resumes of this tenant. Empty: every tenant.
+    /// Only resumes of this tenant (one of the credential's). Empty: every tenant of the
+    /// credential.
     #[prost(string, tag = "1")]
     pub tenant_id: ::prost::alloc::string::String,
     /// How many unacknowledged resumes this stream may hold. 0: the server default (64).
@@ -159,7 +161,8 @@ pub struct DeliverApiResponseRequest {
     /// Identity of this delivery; a retry with the same key is a duplicate. Required.
     #[prost(string, tag = "6")]
     pub idempotency_key: ::prost::alloc::string::String,
-    /// Empty: "default".
+    /// One of the credential's tenants. Empty: the credential's only tenant ("default" for a
+    /// credential of every tenant).
     #[prost(string, tag = "7")]
     pub tenant_id: ::prost::alloc::string::String,
 }
@@ -303,7 +306,7 @@ pub struct IgnoredEvent {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListWaitsRequest {
-    /// Empty: every tenant.
+    /// One of the credential's tenants. Empty: every tenant of the credential.
     #[prost(string, tag = "1")]
     pub tenant_id: ::prost::alloc::string::String,
     /// Empty: every status.

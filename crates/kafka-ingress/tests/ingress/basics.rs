@@ -8,6 +8,7 @@ use std::time::Duration;
 use rendezvous_domain::{CorrelationId, ExecutionId, LeaseOwner, NodeId, TenantId};
 use rendezvous_kafka_ingress::IngressConfig;
 use rendezvous_ports::Store;
+use rendezvous_ports::TenantScope;
 use rendezvous_service::{RegisterWait, WaitLookup};
 use serde_json::json;
 
@@ -231,7 +232,7 @@ async fn a_crash_between_storing_and_committing_redelivers_without_a_second_resu
         .service
         .claim_resumes(
             &LeaseOwner::parse("engine").unwrap(),
-            None,
+            &TenantScope::All,
             Duration::from_secs(60),
             100,
         )

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_persistence::{SqlStore, SqlTx};
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{
     ApiCallRecord, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeRecord, Store,
     StoreError, StoredWait, TopicFields, WaitChange, WaitQuery,
@@ -199,13 +200,13 @@ impl Store for FaultyStore {
     async fn claim_resumes(
         &self,
         owner: &LeaseOwner,
-        tenant: Option<&TenantId>,
+        tenants: &TenantScope,
         now: Timestamp,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, StoreError> {
         self.inner
-            .claim_resumes(owner, tenant, now, lease, limit)
+            .claim_resumes(owner, tenants, now, lease, limit)
             .await
     }
 

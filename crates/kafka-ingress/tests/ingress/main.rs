@@ -1,9 +1,13 @@
 //! The Kafka ingress against the embedded broker and a real store: the basics (matching,
-//! duplicates, sharing, crashes), topics that do not exist or appear late, and records that
-//! fail.
+//! duplicates, sharing, crashes), topics that do not exist or appear late, records that
+//! fail, Kafka by tenant (what a topic's configuration allows), compressed records (every
+//! codec), and TLS and SASL to the broker.
 
 mod basics;
+mod codecs;
 mod faulty;
 mod records;
+mod security;
 mod support;
+mod tenants;
 mod topics;

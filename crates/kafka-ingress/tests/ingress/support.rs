@@ -32,6 +32,11 @@ pub(crate) struct Harness {
 }
 
 pub(crate) async fn harness() -> Harness {
+    harness_with(ServiceConfig::default()).await
+}
+
+/// The harness with a service config of its own (a topic policy, say).
+pub(crate) async fn harness_with(service_config: ServiceConfig) -> Harness {
     let kafka = EmbeddedKafka::start(1).unwrap();
     let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
     let database = Database::connect(&DatabaseConfig::new(&db.url))
@@ -46,7 +51,7 @@ pub(crate) async fn harness() -> Harness {
         store,
         database.signal(),
         SystemClock,
-        ServiceConfig::default(),
+        service_config,
     ));
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_ports::{
     ApiCallRecord, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeRecord, Store,
-    StoreError, StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
+    StoreError, StoredWait, TenantScope, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
     insert_fresh_wait_in_tx,
 };
 use sea_orm::DatabaseConnection;
@@ -173,12 +173,12 @@ impl Store for SqlStore {
     async fn claim_resumes(
         &self,
         owner: &LeaseOwner,
-        tenant: Option<&TenantId>,
+        tenants: &TenantScope,
         now: Timestamp,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, StoreError> {
-        resumes::claim(&self.lease_conn, owner.as_str(), tenant, now, lease, limit).await
+        resumes::claim(&self.lease_conn, owner.as_str(), tenants, now, lease, limit).await
     }
 
     async fn ack_resumes(

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use rendezvous_domain::{ResumeId, TenantId, Timestamp};
-use rendezvous_ports::{ResumeRecord, ResumeSignal, StoreError};
+use rendezvous_domain::{ResumeId, Timestamp};
+use rendezvous_ports::{ResumeRecord, ResumeSignal, StoreError, TenantScope};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
@@ -56,8 +56,8 @@ pub(super) async fn insert(
     Ok(inserted)
 }
 
-/// Leases up to `limit` unacknowledged resumes whose lease is free or ran out (of one tenant,
-/// when given) to `owner` until `now + lease`, oldest first, counting the attempt: one
+/// Leases up to `limit` unacknowledged resumes whose lease is free or ran out (of the tenants
+/// in scope) to `owner` until `now + lease`, oldest first, counting the attempt: one
 /// `UPDATE ... WHERE resume_id IN (SELECT ... LIMIT) RETURNING *`, whose subquery skips rows
 /// other streams hold on PostgreSQL (`FOR UPDATE SKIP LOCKED`; SQLite runs one writer at a
 /// time). A resume that cannot be read is replaced by a `failed` one (`unreadable.rs`), which
@@ -65,7 +65,7 @@ pub(super) async fn insert(
 pub(super) async fn claim(
     conn: &impl ConnectionTrait,
     owner: &str,
-    tenant: Option<&TenantId>,
+    tenants: &TenantScope,
     now: Timestamp,
     lease: Duration,
     limit: u32,
@@ -81,8 +81,8 @@ pub(super) async fn claim(
                 .add(resume_outbox::Column::LeaseUntil.is_null())
                 .add(resume_outbox::Column::LeaseUntil.lte(now)),
         )
-        .apply_if(tenant, |q, tenant| {
-            q.filter(resume_outbox::Column::TenantId.eq(tenant.as_str()))
+        .apply_if(tenants.tenants(), |q, tenants| {
+            q.filter(resume_outbox::Column::TenantId.is_in(tenants.iter().map(|t| t.as_str())))
         })
         .order_by_asc(resume_outbox::Column::CreatedAt)
         .limit(u64::from(limit));

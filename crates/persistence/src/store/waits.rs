@@ -85,8 +85,8 @@ pub(super) async fn list<C: ConnectionTrait + TransactionTrait>(
     query: &WaitQuery,
 ) -> Result<Page<StoredWait>, StoreError> {
     let mut select = waits::Entity::find();
-    if let Some(tenant) = &query.tenant {
-        select = select.filter(waits::Column::TenantId.eq(tenant.as_str()));
+    if let Some(tenants) = query.tenants.tenants() {
+        select = select.filter(waits::Column::TenantId.is_in(tenants.iter().map(|t| t.as_str())));
     }
     if !query.statuses.is_empty() {
         select =

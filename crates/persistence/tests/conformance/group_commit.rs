@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rendezvous_domain::{CorrelationId, EventKey, SourceName, TenantId};
 use rendezvous_persistence::testing::Backend;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{
     ChangeOutcome, FreshWait, ResumeRecord, Store, StoreTx, StoredWait, WaitChange,
 };
@@ -80,7 +81,13 @@ pub(crate) async fn changes_are_compare_and_set_with_inbox_and_resume(backend: B
         ChangeOutcome::Applied
     );
     let claimed = store
-        .claim_resumes(&owner("a"), None, at(3), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("a"),
+            &TenantScope::All,
+            at(3),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -180,7 +187,13 @@ pub(crate) async fn fresh_waits_are_inserted_only_when_nothing_came_before(backe
             .unwrap()
     );
     let claimed = store
-        .claim_resumes(&owner("a"), None, at(1), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("a"),
+            &TenantScope::All,
+            at(1),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(

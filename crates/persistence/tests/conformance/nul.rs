@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rendezvous_domain::{FieldPath, SourceName, TenantId};
 use rendezvous_persistence::testing::Backend;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{
     ChangeOutcome, FreshWait, Quarantined, ResumeRecord, Store, StoreTx, TopicFields, WaitChange,
 };
@@ -143,7 +144,13 @@ pub(crate) async fn json_with_nul_is_stored_and_read_back(backend: Backend) {
     assert_eq!(outcome, ChangeOutcome::Applied);
     assert_eq!(store.get_wait(w.state.key.id).await.unwrap(), Some(changed));
     let claimed = store
-        .claim_resumes(&owner("a"), None, at(2), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("a"),
+            &TenantScope::All,
+            at(2),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rendezvous_domain::TenantId;
 use rendezvous_persistence::testing::Backend;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{Store, StoreTx};
 
 use crate::support::*;
@@ -28,7 +29,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     }
     let lease = Duration::from_secs(30);
     let a = store
-        .claim_resumes(&owner("a"), None, at(100), lease, 2)
+        .claim_resumes(&owner("a"), &TenantScope::All, at(100), lease, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -39,13 +40,13 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     assert_eq!(a[0].attempts, 1);
     assert_eq!(a[0].events, resumes[0].events);
     let b = store
-        .claim_resumes(&owner("b"), None, at(100), lease, 10)
+        .claim_resumes(&owner("b"), &TenantScope::All, at(100), lease, 10)
         .await
         .unwrap();
     assert_eq!(b.len(), 1, "leased resumes are not handed out twice");
     assert!(
         store
-            .claim_resumes(&owner("b"), None, at(100), lease, 10)
+            .claim_resumes(&owner("b"), &TenantScope::All, at(100), lease, 10)
             .await
             .unwrap()
             .is_empty()
@@ -64,7 +65,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     );
     // The lease runs out: the unacked one comes back, with its attempt counted.
     let later = store
-        .claim_resumes(&owner("b"), None, at(100 + 30_000), lease, 10)
+        .claim_resumes(&owner("b"), &TenantScope::All, at(100 + 30_000), lease, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -79,7 +80,13 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     let tenant = TenantId::parse("someone-else").unwrap();
     assert!(
         store
-            .claim_resumes(&owner("c"), Some(&tenant), at(100 + 30_001), lease, 10)
+            .claim_resumes(
+                &owner("c"),
+                &TenantScope::one(tenant.clone()),
+                at(100 + 30_001),
+                lease,
+                10
+            )
             .await
             .unwrap()
             .is_empty(),
@@ -87,7 +94,7 @@ pub(crate) async fn resumes_are_leased_acked_and_released(backend: Backend) {
     );
     assert_eq!(
         store
-            .claim_resumes(&owner("c"), None, at(100 + 30_001), lease, 10)
+            .claim_resumes(&owner("c"), &TenantScope::All, at(100 + 30_001), lease, 10)
             .await
             .unwrap()
             .len(),

@@ -6,6 +6,7 @@
 use rendezvous_domain::{CorrelationId, EventKey, SourceName, TenantId};
 use rendezvous_persistence::SqlStore;
 use rendezvous_persistence::testing::Backend;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{PurgeCounts, Quarantined, ResumeRecord, Store, StoreTx, StoredWait};
 
 use crate::calls::call_of;
@@ -121,7 +122,7 @@ pub(crate) async fn finished_rows_are_purged_and_nothing_else(backend: Backend) 
     let claimed = store
         .claim_resumes(
             &owner("a"),
-            None,
+            &TenantScope::All,
             at(200),
             std::time::Duration::from_secs(1),
             10,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rendezvous_domain::{CorrelationId, Outcome, TenantId, WaitStatus};
 use rendezvous_persistence::testing::Backend;
+use rendezvous_ports::TenantScope;
 use rendezvous_ports::{ResumeRecord, Store, StoreError, StoreTx, TopicFields, WaitQuery};
 
 use crate::calls::call_of;
@@ -70,7 +71,13 @@ pub(crate) async fn an_unreadable_wait_stops_no_sweep(backend: Backend) {
     drop(tx);
 
     let resumes = store
-        .claim_resumes(&owner("a"), None, at(62_000), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("a"),
+            &TenantScope::All,
+            at(62_000),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(resumes.len(), 1, "the engine hears of the failed wait");
@@ -181,7 +188,13 @@ pub(crate) async fn an_unreadable_resume_stops_no_feed(backend: Backend) {
     )
     .await;
     let claimed = store
-        .claim_resumes(&owner("a"), None, at(100), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("a"),
+            &TenantScope::All,
+            at(100),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 3);
@@ -202,7 +215,13 @@ pub(crate) async fn an_unreadable_resume_stops_no_feed(backend: Backend) {
     assert_eq!(claimed[2].outcome, Outcome::Cancelled);
     // Replaced for good: delivered again after the lease as the replacement.
     let again = store
-        .claim_resumes(&owner("b"), None, at(40_000), Duration::from_secs(30), 10)
+        .claim_resumes(
+            &owner("b"),
+            &TenantScope::All,
+            at(40_000),
+            Duration::from_secs(30),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -11,7 +11,8 @@ use rdkafka::producer::FutureProducer;
 use rendezvous_grpc_api::v1;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use rendezvous_tests::procs::{Instance, api_response, publish, service_event};
+use rendezvous_tests::procs::{Authed, Bearer, Instance, api_response, publish, service_event};
+use rendezvous_tests::security::{SecureDeployment, tls_channel};
 use rendezvous_tests::{Engine, seed, seed_variables};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -32,6 +33,7 @@ pub(crate) type SharedMailbox = Arc<Mutex<Mailbox>>;
 /// The engine: one resume stream per instance, acking every resume and handing its arrival
 /// time to the join that waits for it.
 pub(crate) async fn engine(channel: Channel, mailbox: SharedMailbox) -> Result<()> {
+    // Over TLS the channel presents the engine's client certificate: no token per message.
     let mut stream = Engine::connect(WaitServiceClient::new(channel), 1024).await?;
     tokio::spawn(async move {
         while let Ok(resume) = stream.next(Duration::from_secs(3600)).await {
@@ -54,8 +56,8 @@ pub(crate) async fn engine(channel: Channel, mailbox: SharedMailbox) -> Result<(
 /// One deployment under test: instances, clients, the engine, optionally a producer.
 pub(crate) struct Deployment {
     pub(crate) instances: Vec<Instance>,
-    pub(crate) waits: Vec<WaitServiceClient<Channel>>,
-    pub(crate) callbacks: Vec<CallbackServiceClient<Channel>>,
+    pub(crate) waits: Vec<WaitServiceClient<Authed>>,
+    pub(crate) callbacks: Vec<CallbackServiceClient<Authed>>,
     pub(crate) mailbox: SharedMailbox,
     pub(crate) producer: Option<FutureProducer>,
     pub(crate) config: String,
@@ -67,6 +69,10 @@ impl Deployment {
         database_url: &str,
         bootstrap: Option<&str>,
     ) -> Result<Self> {
+        let secure = args
+            .secure
+            .then(|| SecureDeployment::create(&args.out.join("tls"), false))
+            .transpose()?;
         let mut instances = Vec::new();
         for i in 1..=args.instances {
             let name = format!("instance-{i}");
@@ -86,20 +92,50 @@ impl Deployment {
             match bootstrap {
                 Some(b) => {
                     env.push(("RENDEZVOUS__KAFKA__BROKERS".into(), b.into()));
+                    env.push((
+                        "RENDEZVOUS__KAFKA__TOPICS".into(),
+                        rendezvous_tests::procs::SERVICE_TOPIC.into(),
+                    ));
                     env.push(("RENDEZVOUS__KAFKA__GROUP_INSTANCE_ID".into(), name.clone()));
                 }
                 None => env.push(("RENDEZVOUS__KAFKA__ENABLED".into(), "false".into())),
             }
-            instances.push(Instance::start(&args.binary, &name, env, &args.out).await?);
+            let instance = match &secure {
+                Some(s) => {
+                    env.extend(s.env.iter().cloned());
+                    Instance::start(&args.binary, &name, env, &args.out)
+                        .await?
+                        .with_credentials(s.credentials.clone())
+                }
+                None => Instance::start(&args.binary, &name, env, &args.out).await?,
+            };
+            instances.push(instance);
         }
         let mailbox = SharedMailbox::default();
         let mut waits = Vec::new();
         let mut callbacks = Vec::new();
+        let (engine_token, gateway_token) = match &secure {
+            Some(s) => (
+                Bearer::token(&s.credentials.engine_token)?,
+                Bearer::token(&s.credentials.gateway_key)?,
+            ),
+            None => (Bearer::default(), Bearer::default()),
+        };
         for instance in &instances {
-            let channel = instance.channel().await?;
-            waits.push(WaitServiceClient::new(channel.clone()));
-            callbacks.push(CallbackServiceClient::new(channel.clone()));
-            engine(channel, mailbox.clone()).await?;
+            // Requests go over a channel without a client certificate, with a bearer token.
+            let channel = match &secure {
+                Some(s) => tls_channel(instance.port(), &s.credentials.ca, None).await?,
+                None => instance.channel().await?,
+            };
+            waits.push(WaitServiceClient::with_interceptor(
+                channel.clone(),
+                engine_token.clone(),
+            ));
+            callbacks.push(CallbackServiceClient::with_interceptor(
+                channel,
+                gateway_token.clone(),
+            ));
+            engine(instance.channel().await?, mailbox.clone()).await?;
         }
         let producer = match bootstrap {
             Some(b) => Some(

@@ -35,13 +35,15 @@ pub(crate) struct Args {
     pub(crate) instances: usize,
     pub(crate) backend: Backend,
     pub(crate) kafka: bool,
+    pub(crate) secure: bool,
     pub(crate) floor_joins: usize,
     pub(crate) scale_waits: usize,
     pub(crate) ceiling_secs: u32,
 }
 
 const USAGE: &str = "--joins N (20000) --concurrency C (64) --instances K (1) --database postgres|sqlite \
---kafka (events through the broker, not gRPC) --floor-joins N (1000, 0 skips) \
+--kafka (events through the broker, not gRPC) \
+--secure (TLS; the engine's stream over its client certificate, registrations with a JWT, deliveries with an API key) --floor-joins N (1000, 0 skips) \
 --scale-waits N (1000000, 0 skips) --ceiling-secs S (10, 0 skips) --binary --tansu --out";
 
 fn args() -> Result<Args> {
@@ -54,6 +56,7 @@ fn args() -> Result<Args> {
         instances: 1,
         backend: Backend::Postgres,
         kafka: false,
+        secure: false,
         floor_joins: 1_000,
         scale_waits: 1_000_000,
         ceiling_secs: 10,
@@ -62,6 +65,10 @@ fn args() -> Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--kafka" {
             args.kafka = true;
+            continue;
+        }
+        if flag == "--secure" {
+            args.secure = true;
             continue;
         }
         let value = it

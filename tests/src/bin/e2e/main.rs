@@ -98,17 +98,31 @@ async fn run() -> Result<bool> {
             bootstrap
         }
     };
+    // Authentication on: TLS with required client certificates, the engine and the gateway
+    // each with its own (the e2e's clients present them; see SecureDeployment).
+    let secure = rendezvous_tests::security::SecureDeployment::create(&args.out.join("tls"), true)?;
     let env = |name: &str| -> Vec<(String, String)> {
         [
             ("RENDEZVOUS__DATABASE__URL", database_url.as_str()),
             ("RENDEZVOUS__KAFKA__BROKERS", bootstrap.as_str()),
             ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL", "500ms"),
+            // Real brokers: only configured topics (the service's, and the abuse scenario's
+            // topics that do not exist), their records the default tenant's.
+            (
+                "RENDEZVOUS__KAFKA__TOPICS",
+                rendezvous_tests::procs::SERVICE_TOPIC,
+            ),
+            (
+                "RENDEZVOUS__KAFKA__TENANT_TOPICS__DEFAULT",
+                "abuse-missing-*",
+            ),
             ("RENDEZVOUS__API__ALLOW_PRIVATE_NETWORKS", "true"),
             ("RENDEZVOUS__RESUME__ACK_TIMEOUT", "5s"),
             ("RENDEZVOUS__TELEMETRY__LOG_FORMAT", "json"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(secure.env.iter().cloned())
         .chain([
             (
                 "RENDEZVOUS__DATA_DIR".to_owned(),
@@ -124,14 +138,19 @@ async fn run() -> Result<bool> {
     let mut instances = Vec::new();
     for i in 1..=3 {
         let name = format!("instance-{i}");
-        instances.push(Instance::start(&args.binary, &name, env(&name), &args.out).await?);
+        instances.push(
+            Instance::start(&args.binary, &name, env(&name), &args.out)
+                .await?
+                .with_credentials(secure.credentials.clone()),
+        );
     }
     let mut clients = Vec::new();
     let mut callbacks = Vec::new();
     for instance in &instances {
-        let channel = instance.channel().await?;
-        clients.push(WaitServiceClient::new(channel.clone()));
-        callbacks.push(CallbackServiceClient::new(channel));
+        clients.push(WaitServiceClient::new(instance.channel().await?));
+        callbacks.push(CallbackServiceClient::new(
+            instance.gateway_channel().await?,
+        ));
     }
     create_topic(&bootstrap).await?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
