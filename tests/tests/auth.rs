@@ -28,6 +28,14 @@ use tonic::{Code, Request};
 const WAIT: Duration = Duration::from_secs(15);
 const ENGINE_A_SAN: &str = "spiffe://test/engine-a";
 
+fn fixture(name: &str) -> String {
+    format!("{}/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture_token(name: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(fixture(name))?.trim().to_owned())
+}
+
 fn node_config() -> String {
     json!({"type": "wait_events", "data": {"sources": {"cb": {"type": "callback"}}, "timeout": 60}})
         .to_string()
@@ -83,6 +91,8 @@ impl Secured {
             tenants: vec!["a".into()],
         }];
         config.auth.jwt = JwtSection {
+            // RS256 keys from a JWKS document (tests/fixtures/jwt), the others inline.
+            jwks_file: fixture("rs256.jwks.json").into(),
             public_keys: vec![es.public_pem.clone(), ed.public_pem.clone()],
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
@@ -556,5 +566,35 @@ async fn resume_streams_carry_only_their_tenants_resumes_under_load() -> Result<
             .all(|r| r.tenant_id == "b" && r.execution_id.starts_with("e-b-"))
     );
     // B's waits completed from their early events, A's from A's gateway: each its own data.
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_against_the_right_key() -> Result<()> {
+    let app = Secured::start(ClientCertificates::Optional).await?;
+    let mut c = Clients::new(app.channel(None).await?);
+    // RS256 from the JWKS document, its kid picking the key: an engine of tenant A.
+    let rsa = fixture_token("rs256-engine-a.jwt")?;
+    let w = c.register(Some(&rsa), "e-rsa", "", "").await?;
+    let listed = c
+        .waits
+        .list_waits(with(v1::ListWaitsRequest::default(), Some(&rsa)))
+        .await?
+        .into_inner();
+    assert!(listed.waits.iter().any(|x| x.wait_id == w.wait_id));
+    assert!(listed.waits.iter().all(|x| x.tenant_id == "a"));
+    let refused = [
+        // A kid no configured key has.
+        fixture_token("rs256-unknown-kid.jwt")?,
+        // Signed by a key nobody configured.
+        TokenIssuer::es256()?.token("engine-a", &["engine"], &["a"], 300),
+        // The right key, the wrong audience.
+        app.ed
+            .token_with("engine-b", &["engine"], &["b"], 300, ISSUER, "someone-else"),
+    ];
+    for token in refused {
+        let e = c.register(Some(&token), "e-x", "", "").await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    }
     app.stop().await
 }

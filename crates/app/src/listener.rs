@@ -281,4 +281,62 @@ mod tests {
         let second = next.await.unwrap().unwrap();
         assert!(second.tcp().nodelay().unwrap());
     }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_holds_up_no_one_and_the_client_certificate_travels() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = CertificateDer::from(ca.cert.der().to_vec());
+        let key = PrivateKeyDer::try_from(ca.signing_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots.clone()),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.clone()], key.clone_key())
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let mut incoming = Box::pin(incoming(
+            listener,
+            8,
+            Duration::from_secs(60),
+            Some(acceptor),
+        ));
+        // Connects and never says a word.
+        let _stalled = TcpStream::connect(addr).await.unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert], key)
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let handshake = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        });
+        let accepted = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+            .await
+            .expect("the second client was held up by the stalled one")
+            .unwrap()
+            .unwrap();
+        let _client = handshake.await.unwrap();
+        let info = accepted.connect_info();
+        assert_eq!(
+            info.peer.map(|p| p.sans),
+            Some(vec!["localhost".to_owned()])
+        );
+    }
 }
