@@ -1,7 +1,7 @@
 //! The database schema of Rendezvous as `sea-orm-migration` migrations, applied at start-up.
 
-pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
 mod m20261127_000001_initial;
 mod m20261127_000002_kafka;

@@ -3,6 +3,7 @@
 //! engine and a callback gateway do. This file holds the helpers; tests live in `tests/`.
 
 pub mod procs;
+pub mod proxy;
 pub mod security;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
         ("RENDEZVOUS__SERVER__SHUTDOWN_GRACE", "2s"),
         ("RENDEZVOUS__DATABASE__MAX_CONNECTIONS", "8"),
         ("RENDEZVOUS__KAFKA__ENABLED", "false"),
+        ("RENDEZVOUS__ADMIN__LISTEN", "127.0.0.1:0"),
         // The seed configs call https://external-service.com, unreachable here: calls are
         // recorded but not made. The API-call tests turn them on against a fake service.
         ("RENDEZVOUS__API__ENABLED", "false"),
@@ -46,6 +48,7 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
     match Config::load(&args, env)? {
         Command::Run(config) => Ok(*config),
         Command::Print(text) => bail!("unexpected output: {text}"),
+        Command::Operate(operation) => bail!("unexpected operator command: {operation:?}"),
     }
 }
 
@@ -53,6 +56,8 @@ pub fn test_config(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Con
 pub struct TestApp {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// Where its admin listener listens (`/metrics`, `/livez`, `/readyz`), when enabled.
+    pub admin: Option<std::net::SocketAddr>,
     /// The engine's client.
     pub waits: WaitServiceClient<Channel>,
     /// The callback gateway's client.
@@ -70,11 +75,13 @@ impl TestApp {
     /// Clients for an instance already running.
     pub async fn from_running(running: Running) -> Result<Self> {
         let addr = running.addr;
+        let admin = running.admin_addr;
         let channel = Channel::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
         Ok(Self {
             addr,
+            admin,
             waits: WaitServiceClient::new(channel.clone()),
             callbacks: CallbackServiceClient::new(channel),
             running: Some(running),
@@ -85,6 +92,7 @@ impl TestApp {
     pub fn clone_clients(&self) -> Self {
         Self {
             addr: self.addr,
+            admin: self.admin,
             waits: self.waits.clone(),
             callbacks: self.callbacks.clone(),
             running: None,
@@ -444,4 +452,41 @@ impl FakeApi {
 /// Input variables for the seed configs' templates (`{{input_data}}`).
 pub fn seed_variables() -> std::collections::HashMap<String, String> {
     [("input_data".to_owned(), "test-input".to_owned())].into()
+}
+
+/// `GET http://{addr}{path}` over HTTP/1.0: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8(response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of the response head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status code")?
+        .parse()?;
+    Ok((status, body.to_owned()))
+}
+
+/// The samples of a Prometheus text page: `name{labels}` (labels as written) → value.
+pub fn prometheus_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((series.to_owned(), value))
+        })
+        .collect()
 }

@@ -185,30 +185,8 @@ pub async fn create_topic(bootstrap: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds `authorization: Bearer <token>` to every request of a client, when a token is set.
-#[derive(Debug, Clone, Default)]
-pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
-
-impl Bearer {
-    /// Sends `token` with every request.
-    pub fn token(token: &str) -> Result<Self> {
-        Ok(Self(Some(format!("Bearer {token}").parse()?)))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+/// Adds `authorization: Bearer <token>` to every request of a client (the operator CLI's).
+pub use rendezvous_app::operator::Bearer;
 
 /// A channel whose requests carry a bearer token (or none).
 pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
@@ -218,6 +196,7 @@ pub struct Instance {
     /// The process.
     pub proc: Proc,
     port: u16,
+    admin_port: u16,
     env: Vec<(String, String)>,
     binary: PathBuf,
     log: PathBuf,
@@ -233,6 +212,7 @@ impl Instance {
         out: &Path,
     ) -> Result<Self> {
         let port = free_port()?;
+        let admin_port = free_port()?;
         let log = out.join(format!("{name}.log"));
         let mut instance = Self {
             proc: Proc {
@@ -240,6 +220,7 @@ impl Instance {
                 child: None,
             },
             port,
+            admin_port,
             env,
             binary: binary.into(),
             log,
@@ -252,10 +233,16 @@ impl Instance {
     /// Starts the process again (after a kill) on the same port, appending to its log.
     pub async fn restart(&mut self) -> Result<()> {
         let mut command = Command::new(&self.binary);
-        command.envs(self.env.iter().cloned()).env(
-            "RENDEZVOUS__SERVER__LISTEN",
-            format!("127.0.0.1:{}", self.port),
-        );
+        command
+            .envs(self.env.iter().cloned())
+            .env(
+                "RENDEZVOUS__SERVER__LISTEN",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env(
+                "RENDEZVOUS__ADMIN__LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -272,6 +259,11 @@ impl Instance {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of its admin listener (`/metrics`, `/livez`, `/readyz`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// Clients of this instance connect over TLS with these credentials (it was started

@@ -4,6 +4,8 @@
 mod ci;
 mod codegen;
 mod e2e;
+#[cfg(test)]
+mod manifests;
 mod postgres;
 mod proto;
 #[cfg(test)]

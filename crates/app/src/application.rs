@@ -1,5 +1,6 @@
 //! The application: connects the database, builds the service and the gRPC server (with health
-//! and reflection), runs the sweeper and the retention purge, and shuts down gracefully.
+//! and reflection), the admin listener (metrics, liveness, readiness), runs the sweeper and the
+//! retention purge, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,12 +13,14 @@ use rendezvous_http_caller::ReqwestCaller;
 use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress};
 use rendezvous_persistence::{Database, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
-use rendezvous_service::WaitService;
+use rendezvous_service::{Outage, WaitService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::Readiness;
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// The service as wired in production.
 pub type Service = WaitService<SqlStore, SqlResumeSignal, SystemClock>;
@@ -30,12 +33,17 @@ pub struct Application {
     service: Arc<Service>,
     /// The embedded mock Kafka, when no brokers are configured.
     embedded_kafka: Option<EmbeddedKafka>,
+    /// The admin listener, when `admin.enabled`.
+    admin: Option<TcpListener>,
+    metrics: Arc<Metrics>,
 }
 
 /// A running application (for tests and `main`): its address and a way to stop it.
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The admin listener's address (`/metrics`, `/livez`, `/readyz`), when enabled.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
@@ -51,6 +59,8 @@ impl Running {
 impl Application {
     /// Connects the database (running migrations if configured) and binds the listener.
     pub async fn build(config: Config) -> Result<Self> {
+        // First: instruments made before the provider is installed would stay no-ops.
+        let metrics = crate::metrics::install(&config.telemetry)?;
         let url = config.database_url();
         if url.starts_with("sqlite:") && config.database.url.is_empty() {
             std::fs::create_dir_all(&config.data_dir)
@@ -76,6 +86,15 @@ impl Application {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        let admin = if config.admin.enabled {
+            Some(
+                TcpListener::bind(config.admin.listen)
+                    .await
+                    .with_context(|| format!("binding admin.listen {}", config.admin.listen))?,
+            )
+        } else {
+            None
+        };
         let mut config = config;
         let embedded_kafka = if config.kafka.enabled && config.kafka.brokers.is_empty() {
             let kafka = EmbeddedKafka::start(1).map_err(anyhow::Error::msg)?;
@@ -90,6 +109,8 @@ impl Application {
             database,
             service,
             embedded_kafka,
+            admin,
+            metrics,
         })
     }
 
@@ -113,9 +134,19 @@ impl Application {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The admin listener's address, when enabled.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>> {
+        Ok(self
+            .admin
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?)
+    }
+
     /// Starts serving in the background.
     pub fn spawn(self) -> Result<Running> {
         let addr = self.addr()?;
+        let admin_addr = self.admin_addr()?;
         let (shutdown, stopped) = watch::channel(false);
         let mut stop = stopped.clone();
         let task = tokio::spawn(self.serve(
@@ -126,6 +157,7 @@ impl Application {
         ));
         Ok(Running {
             addr,
+            admin_addr,
             shutdown,
             task,
         })
@@ -160,6 +192,8 @@ impl Application {
             database,
             service,
             embedded_kafka,
+            admin,
+            metrics,
         } = self;
         let addr = listener.local_addr()?;
         let auth = config.auth.authenticator()?;
@@ -177,20 +211,43 @@ impl Application {
             stopped.clone(),
         )
         .with_auth(auth);
+        // gRPC health, /readyz and rendezvous_ready say the same: serving while the database
+        // answers and the instance is not draining.
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<v1::wait_service_server::WaitServiceServer<
-                GrpcApi<SqlStore, SqlResumeSignal, SystemClock>,
-            >>()
-            .await;
-        health
-            .set_serving::<v1::callback_service_server::CallbackServiceServer<
-                GrpcApi<SqlStore, SqlResumeSignal, SystemClock>,
-            >>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let readiness = Readiness::new(health, metrics.clone()).await;
+        let health_watch = tokio::spawn(crate::admin::watch_health(
+            database.probe(),
+            readiness.clone(),
+            config.admin.health_interval,
+            stopped.clone(),
+        ));
+        let stats = tokio::spawn(crate::admin::count_stats(
+            database.probe(),
+            config.admin.stats_interval,
+            stopped.clone(),
+        ));
+        // The admin listener outlives the gRPC server's grace period, so /readyz can say
+        // "draining" while in-flight requests finish.
+        let (admin_stop, admin_stopped) = watch::channel(false);
+        let admin = admin.map(|listener| {
+            tokio::spawn(crate::admin::serve(
+                listener,
+                metrics.clone(),
+                readiness.clone(),
+                admin_stopped,
+            ))
+        });
+        // Both reflection versions: grpcurl and grpcui speak v1, older tools (Postman,
+        // Python's grpc tooling) still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .context("building the reflection service (v1alpha)")?;
+        let reflection = reflection()
             .build_v1()
             .context("building the reflection service")?;
         let sweeper = tokio::spawn(sweep(service.clone(), config.clone(), stopped.clone()));
@@ -231,6 +288,7 @@ impl Application {
             .trace_fn(crate::telemetry::request_span)
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(api.wait_service())
             .add_service(api.callback_service())
             .serve_with_incoming_shutdown(incoming, signal);
@@ -245,6 +303,12 @@ impl Application {
                 Ok(())
             }
         };
+        let _ = admin_stop.send(true);
+        let _ = health_watch.await;
+        let _ = stats.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         let _ = sweeper.await;
         if let Some(purger) = purger {
             let _ = purger.await;
@@ -289,19 +353,26 @@ async fn dispatch_calls(
 async fn sweep(service: Arc<Service>, config: Config, mut stopped: watch::Receiver<bool>) {
     let interval = config.sweeper.interval;
     let batch = config.sweeper.batch.get();
+    let mut sweeping = Outage::new("sweeping due waits");
+    let mut expiring = Outage::new("expiring buffered events");
     loop {
         loop {
             match service.expire_due(batch).await {
-                Ok(n) if n == batch as usize => continue,
-                Ok(_) => break,
+                Ok(n) => {
+                    sweeping.succeeded();
+                    if n < batch as usize {
+                        break;
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sweep failed; retrying");
+                    sweeping.failed(&e);
                     break;
                 }
             }
         }
-        if let Err(e) = service.expire_buffered().await {
-            tracing::warn!(error = %e, "expiring buffered events failed; retrying");
+        match service.expire_buffered().await {
+            Ok(_) => expiring.succeeded(),
+            Err(e) => expiring.failed(&e),
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -11,6 +11,15 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, check_database_url};
+use crate::operator::{Operation, Remote, WaitsCommand};
+
+/// `rendezvous --version`: the version and the git revision it was built from.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RENDEZVOUS_REVISION"),
+    ")"
+);
 
 const ABOUT: &str = "Rendezvous: waits on several events (API responses, Kafka records) and \
 resumes a workflow engine once they arrived.";
@@ -27,7 +36,7 @@ deploy/rendezvous.toml lists every setting), then RENDEZVOUS__SECTION__KEY envir
 #[derive(Debug, Parser)]
 #[command(
     name = "rendezvous",
-    version,
+    version = LONG_VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     args_conflicts_with_subcommands = true
@@ -49,6 +58,36 @@ pub enum CliCommand {
     /// Make a new API key (or hash one given) and print it with the SHA-256 that goes into
     /// `[[auth.api_keys]]`. Only the hash belongs in the configuration.
     ApiKey(ApiKeyArgs),
+    /// Find, inspect and cancel waits of a running instance (admin credential:
+    /// `RENDEZVOUS_TOKEN`, `--token-file` or a client certificate).
+    Waits {
+        /// Where the instance is and who we are.
+        #[command(flatten)]
+        remote: Remote,
+        /// What to do.
+        #[command(subcommand)]
+        command: WaitsCommand,
+    },
+    /// Apply the database migrations and exit (for a deployment step of its own, with
+    /// `database.run_migrations = false` on the instances); `migrate status` only lists them.
+    Migrate {
+        /// The configuration naming the database.
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// `status`: list applied and pending migrations, change nothing.
+        #[arg(value_parser = ["status"])]
+        action: Option<String>,
+    },
+    /// Check the configuration (every file it names read, every key parsed) or print it
+    /// with secrets hidden.
+    Config {
+        /// `check` or `print`.
+        #[arg(value_parser = ["check", "print"])]
+        action: String,
+        /// The configuration: the same flags as `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
 }
 
 /// `api-key`'s flags.
@@ -134,6 +173,8 @@ pub enum Command {
     Run(Box<Config>),
     /// `--help` or `--version`: print this text on stdout and exit successfully.
     Print(String),
+    /// An operator command that needs the runtime (gRPC, the database).
+    Operate(Operation),
 }
 
 impl Config {
@@ -164,6 +205,24 @@ impl Config {
         match cli.command {
             Some(CliCommand::Serve(args)) => Ok(Command::Run(Box::new(args.config(env)?))),
             Some(CliCommand::ApiKey(args)) => Ok(Command::Print(args.run(env)?)),
+            Some(CliCommand::Waits { remote, command }) => Ok(Command::Operate(Operation::Waits(
+                Box::new(remote),
+                command,
+            ))),
+            Some(CliCommand::Migrate { serve, action }) => {
+                Ok(Command::Operate(Operation::Migrate {
+                    config: Box::new(serve.config(env)?),
+                    status: action.is_some(),
+                }))
+            }
+            Some(CliCommand::Config { action, serve }) => {
+                let config = serve.config(env)?;
+                Ok(Command::Print(if action == "print" {
+                    crate::operator::print_config(&config)?
+                } else {
+                    crate::operator::check_config(&config)?
+                }))
+            }
             None => Ok(Command::Run(Box::new(cli.serve.config(env)?))),
         }
     }

@@ -69,6 +69,8 @@ pub struct Config {
     pub secrets: SecretsSection,
     /// Who may call, and as whom.
     pub auth: AuthSection,
+    /// The admin HTTP listener: metrics, liveness, readiness.
+    pub admin: AdminSection,
 }
 
 impl Default for Config {
@@ -86,6 +88,41 @@ impl Default for Config {
             api: ApiSection::default(),
             secrets: SecretsSection::default(),
             auth: AuthSection::default(),
+            admin: AdminSection::default(),
+        }
+    }
+}
+
+/// A duration as settings write it (`"90s"`, `"1h"`), for flags.
+pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
+    duration::parse(text)
+}
+
+/// `[admin]`: the admin HTTP listener — `/metrics` (Prometheus text), `/livez`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Serve the admin endpoints.
+    pub enabled: bool,
+    /// Their address (plain HTTP; port 0 picks a free one). It shows no tenant's data, only
+    /// counts; keep it where the scraper and the orchestrator reach it.
+    pub listen: SocketAddr,
+    /// How often the database is checked for readiness (each check must answer within it).
+    #[serde(with = "duration::positive")]
+    pub health_interval: Duration,
+    /// How often the database-wide gauges (waits by status, outbox depth and age, sweeper
+    /// lag, buffered and quarantined events) are counted.
+    #[serde(with = "duration::positive")]
+    pub stats_interval: Duration,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 50152)),
+            health_interval: Duration::from_secs(2),
+            stats_interval: Duration::from_secs(15),
         }
     }
 }
@@ -340,6 +377,9 @@ pub struct TelemetrySection {
     /// PEM root certificates the collector's must chain to (a private CA), besides the
     /// system's. Empty: the system's only.
     pub otlp_ca_file: PathBuf,
+    /// How often metrics are pushed to the OTLP endpoint (when one is set).
+    #[serde(with = "duration::positive")]
+    pub metrics_interval: Duration,
 }
 
 impl Default for TelemetrySection {
@@ -349,6 +389,7 @@ impl Default for TelemetrySection {
             log_level: "info".to_owned(),
             otlp_endpoint: String::new(),
             otlp_ca_file: PathBuf::new(),
+            metrics_interval: Duration::from_secs(30),
         }
     }
 }
@@ -743,6 +784,15 @@ impl Config {
             problems.push(
                 "auth.certificates: client certificates need server.tls.client_ca_file".to_owned(),
             );
+        }
+        if self.admin.enabled
+            && self.admin.listen.port() != 0
+            && self.admin.listen == self.server.listen
+        {
+            problems.push(format!(
+                "admin.listen: {} is also server.listen; give the admin listener its own port",
+                self.admin.listen
+            ));
         }
         problems.extend(self.outbound_problems());
         if problems.is_empty() {

@@ -99,7 +99,7 @@ async fn accept(
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS and aborted handshakes: none is fatal. Pause so a
                 // full descriptor table does not turn this loop into a busy spin.
-                tracing::warn!(error = %e, backoff = ?ACCEPT_BACKOFF, "accepting a connection failed");
+                tracing::warn!(error = %e, backoff_ms = ACCEPT_BACKOFF.as_millis() as u64, "accepting a connection failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -114,15 +114,17 @@ async fn handshake(
     slot: OwnedSemaphorePermit,
     idle: Duration,
 ) -> Option<Connection> {
-    let peer_addr = stream.peer_addr().ok();
+    let peer_addr = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::debug!(peer = ?peer_addr, error = %e, "TLS handshake failed");
+            tracing::debug!(peer = %peer_addr, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
-            tracing::debug!(peer = ?peer_addr, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+            tracing::debug!(peer = %peer_addr, timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64, "TLS handshake timed out");
             return None;
         }
     };
@@ -131,7 +133,7 @@ async fn handshake(
         Some(leaf) => match PeerIdentity::from_der(leaf) {
             Ok(identity) => Some(identity),
             Err(e) => {
-                tracing::debug!(peer = ?peer_addr, error = %e, "client certificate unreadable");
+                tracing::debug!(peer = %peer_addr, error = %e, "client certificate unreadable");
                 return None;
             }
         },

@@ -30,9 +30,20 @@ fn help_and_version_go_to_stdout() {
     }
     let out = rendezvous(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
+    // The revision is the checkout's: what git says HEAD is (the tests run in one).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "{}", text(&head.stderr));
     assert_eq!(
         text(&out.stdout).trim(),
-        format!("rendezvous {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "rendezvous {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            text(&head.stdout).trim()
+        )
     );
 }
 

@@ -15,6 +15,7 @@ pub mod problems;
 pub mod request;
 pub mod spec;
 pub mod state;
+pub mod trace;
 
 pub use condition::Condition;
 pub use destination::{
@@ -37,3 +38,4 @@ pub use spec::{
 pub use state::{
     IgnoreReason, IgnoredEvent, Outcome, Resolution, Step, Verdict, WaitKey, WaitState, WaitStatus,
 };
+pub use trace::TraceContext;

@@ -14,6 +14,7 @@ use crate::ids::{
 };
 use crate::limits::{MAX_WAIT_PAYLOAD_BYTES, encoded_len};
 use crate::spec::{SourceKind, SourceSpec, TimeoutPolicy, WaitSpec};
+use crate::trace::TraceContext;
 
 /// How many ignored events a wait keeps for inspection (the oldest are dropped first; the
 /// total count is kept).
@@ -301,6 +302,10 @@ pub struct WaitState {
     pub ignored_total: u64,
     /// The decision, once made.
     pub resolution: Option<Resolution>,
+    /// The registering caller's trace context: the outbound call, the decision and the
+    /// resume continue its trace.
+    #[serde(default)]
+    pub trace: Option<TraceContext>,
 }
 
 impl WaitState {
@@ -317,6 +322,7 @@ impl WaitState {
             ignored: Vec::new(),
             ignored_total: 0,
             resolution: None,
+            trace: None,
         };
         if state.spec.condition.holds(&BTreeSet::new()) {
             state.decide(Outcome::Completed, now, None);

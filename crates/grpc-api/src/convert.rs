@@ -1,6 +1,8 @@
 //! Conversions from domain and port types to `rendezvous.v1` messages.
 
-use rendezvous_domain::{IgnoreReason, Outcome, ReceivedEvent, Timestamp, WaitStatus};
+use rendezvous_domain::{
+    IgnoreReason, Outcome, ReceivedEvent, Timestamp, TraceContext, WaitStatus,
+};
 use rendezvous_ports::{ResumeRecord, StoredWait};
 
 use crate::v1;
@@ -116,7 +118,9 @@ pub(crate) fn wait(w: &StoredWait) -> v1::Wait {
     }
 }
 
-pub(crate) fn resume(r: &ResumeRecord) -> v1::Resume {
+/// The resume message; `trace` is the context the engine continues (a child of the
+/// registration's).
+pub(crate) fn resume(r: &ResumeRecord, trace: Option<&TraceContext>) -> v1::Resume {
     v1::Resume {
         resume_id: r.resume_id.to_string(),
         wait_id: r.wait_id.to_string(),
@@ -131,6 +135,8 @@ pub(crate) fn resume(r: &ResumeRecord) -> v1::Resume {
         registered_at: Some(timestamp(r.registered_at)),
         decided_at: Some(timestamp(r.decided_at)),
         delivery_attempt: r.attempts,
+        traceparent: trace.map(|t| t.traceparent.clone()).unwrap_or_default(),
+        tracestate: trace.map(|t| t.tracestate.clone()).unwrap_or_default(),
     }
 }
 

@@ -21,7 +21,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
     type Error = ServiceError;
 
-    /// Every field but the caller's `traceparent`, which travels as metadata.
+    /// Every field but the caller's trace context, which travels as metadata.
     fn try_from(r: v1::RegisterWaitRequest) -> Result<Self, ServiceError> {
         Ok(Self {
             tenant: tenant(&r.tenant_id)?,
@@ -33,7 +33,7 @@ impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
             correlation_id: optional("correlation_id", &r.correlation_id, CorrelationId::parse)?,
             input_variables: r.input_variables.into_iter().collect(),
             node_config_json: r.node_config_json,
-            traceparent: None,
+            trace: None,
         })
     }
 }

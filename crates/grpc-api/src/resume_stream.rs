@@ -106,7 +106,7 @@ pub(crate) async fn serve_resume_stream<S: Store, G: ResumeSignal, C: Clock>(
             }
         }
     });
-    tracing::info!(%owner, caller = %caller.name, tenants = ?tenants, max_in_flight, "resume stream subscribed");
+    tracing::info!(%owner, caller = %caller.name, tenants = %tenants, max_in_flight, "resume stream subscribed");
     tokio::spawn(async move {
         let feed = Feed {
             service,
@@ -180,6 +180,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
         // and after a claim that filled all the room. Acks alone do not make it true, so a
         // stream that has taken everything does not ask the database again per ack.
         let mut look = true;
+        let mut claiming = rendezvous_service::Outage::new("claiming resumes for a stream");
         loop {
             if *self.shutdown.borrow() {
                 return Stop::Quietly;
@@ -196,15 +197,34 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     .await
                 {
                     Ok(resumes) => {
+                        claiming.succeeded();
                         look = u32::try_from(resumes.len()).unwrap_or(u32::MAX) >= room;
                         for resume in resumes {
                             in_flight.insert(resume.resume_id, now.plus(self.config.ack_timeout));
                             tracing::debug!(owner = %self.owner, resume_id = %resume.resume_id, wait_id = %resume.wait_id,
                                 correlation_id = %resume.correlation_id, execution_id = %resume.execution_id,
                                 attempt = resume.attempts, "resume sent");
+                            // A PRODUCER span in the registration's trace; the engine gets
+                            // its context to continue.
+                            let span = tracing::info_span!(
+                                "resume.send",
+                                otel.name = "send resume",
+                                otel.kind = "producer",
+                                rpc.system = "grpc",
+                                rpc.service = "rendezvous.v1.WaitService",
+                                rpc.method = "ResumeStream",
+                                wait_id = %resume.wait_id,
+                                resume_id = %resume.resume_id,
+                                outcome = resume.outcome.as_str(),
+                                attempt = resume.attempts,
+                            );
+                            rendezvous_service::trace::continue_trace(&span, resume.trace.as_ref());
+                            let trace =
+                                rendezvous_service::trace::context_of(&span, resume.trace.as_ref());
+                            drop(span);
                             let message = v1::ResumeStreamResponse {
                                 message: Some(v1::resume_stream_response::Message::Resume(
-                                    convert::resume(&resume),
+                                    convert::resume(&resume, trace.as_ref()),
                                 )),
                             };
                             if let Err(stop) = self.send(message).await {
@@ -214,7 +234,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     }
                     Err(e) => {
                         look = true;
-                        tracing::warn!(owner = %self.owner, error = %e, "cannot claim resumes; retrying")
+                        claiming.failed(&e);
                     }
                 }
             }
@@ -239,13 +259,21 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
     ) -> Option<Stop> {
         let mut batch = Vec::new();
         let mut next = first;
+        let now = self.service.now();
         let stop = loop {
             match next {
                 Some(v1::ResumeStreamRequest {
                     message: Some(v1::resume_stream_request::Message::Ack(ack)),
                 }) => match ResumeId::parse(&ack.resume_id) {
                     Ok(id) => {
-                        in_flight.remove(&id);
+                        // Sent when its lease began: one ack timeout before it runs out.
+                        if let Some(until) = in_flight.remove(&id) {
+                            let sent =
+                                until.as_millis() - self.config.ack_timeout.as_millis() as i64;
+                            rendezvous_service::metrics::resume_acked(
+                                (now.as_millis() - sent).max(0) as f64 / 1000.0,
+                            );
+                        }
                         batch.push(id);
                     }
                     Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rendezvous_domain::TenantId;
+use rendezvous_domain::{TenantId, TraceContext};
 use rendezvous_ports::{Clock, ResumeSignal, Store};
 use rendezvous_service::{
     Delivered, Delivery, Effect, Ignored, Principal, RegisterWait, Role, WaitService,
@@ -191,16 +191,19 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         &self,
         request: Request<v1::RegisterWaitRequest>,
     ) -> Result<Response<v1::RegisterWaitResponse>, Status> {
-        // The caller's W3C trace context travels on to the API call.
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // The caller's W3C trace context travels on to the API call and the resume (kept
+        // only when well-formed).
+        let metadata = request.metadata();
+        let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+        let trace = text("traceparent")
+            .and_then(|traceparent| TraceContext::parse(traceparent, text("tracestate")));
         let (tenant, request) = self.writer(request, Role::Engine, "RegisterWait")?;
         let mut command = RegisterWait::try_from(request).map_err(to_status)?;
         command.tenant = tenant;
-        command.traceparent = traceparent;
+        // The registration's own span is the parent of what follows (the caller's context
+        // when no tracer records spans).
+        command.trace =
+            rendezvous_service::trace::context_of(&tracing::Span::current(), trace.as_ref());
         let registered = self.service.register(command).await.map_err(to_status)?;
         let s = &registered.wait.state;
         Ok(Response::new(v1::RegisterWaitResponse {

@@ -252,6 +252,19 @@ impl ReqwestCaller {
     }
 }
 
+/// The current span's W3C context as headers, when a tracer records it.
+fn current_trace_context() -> std::collections::HashMap<String, String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    if cx.span().span_context().is_valid() {
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    }
+    carrier.retain(|_, v| !v.is_empty());
+    carrier
+}
+
 fn method(m: HttpMethod) -> reqwest::Method {
     match m {
         HttpMethod::Get => reqwest::Method::GET,
@@ -292,6 +305,13 @@ impl HttpCaller for ReqwestCaller {
         for (name, secret) in &request.secret_headers {
             let (name, value) = self.secret_header(name, secret).await?;
             headers.insert(name, value);
+        }
+        // The server sees the call's own span (the caller's CLIENT span) as its parent, with
+        // the registration's tracestate kept; without a tracer the stored context goes as is.
+        for (name, value) in current_trace_context() {
+            if let Ok((name, value)) = header(&name, &value) {
+                headers.insert(name, value);
+            }
         }
         let mut builder = self
             .client

@@ -127,7 +127,11 @@ impl IngressConfig {
             // moves only the partitions that change owner; the others keep flowing. Every
             // member of a group must use the same protocol.
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set(
+                "statistics.interval.ms",
+                crate::metrics::STATISTICS_INTERVAL_MS,
+            );
         for (key, value) in &self.properties {
             config.set(key, value);
         }
@@ -261,6 +265,10 @@ impl ClientContext for IngressContext {
                 tracing::debug!(target: "librdkafka", facility, "{message}");
             }
         }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::record(&statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -420,6 +428,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             tracing::debug!(error = %e, "final offset commit");
         }
         consumer.unsubscribe();
+        crate::metrics::clear();
         let (received, applied, buffered, duplicates, quarantined) = self.stats.snapshot();
         let skipped = self.stats.skipped.load(Ordering::Relaxed);
         tracing::info!(

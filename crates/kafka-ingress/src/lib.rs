@@ -12,6 +12,7 @@
 mod embedded;
 mod extract;
 mod ingress;
+mod metrics;
 mod record;
 mod subscription;
 

@@ -91,6 +91,16 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         message: &OwnedMessage,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
+        let span = consume_span(message);
+        tracing::Instrument::instrument(self.handle_in_span(index, message, shutdown), span).await
+    }
+
+    async fn handle_in_span(
+        &self,
+        index: &TopicIndex,
+        message: &OwnedMessage,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let mut backoff = Backoff::new();
         let mut failures = 0;
         let (ids, reason) = loop {
@@ -158,6 +168,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             let e = match self.service.quarantine(quarantined.clone()).await {
                 Ok(()) => {
                     self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    rendezvous_service::metrics::delivery("kafka", "quarantined");
                     return true;
                 }
                 Err(e) => e,
@@ -265,6 +276,34 @@ fn delivery(x: Extracted, topic: &str, size: usize) -> Result<Delivery, ServiceE
         size,
         event_key: required("event_key", &x.event_key, EventKey::parse)?,
     })
+}
+
+/// The CONSUMER span of one record (messaging semantic conventions), continuing the trace of
+/// the record's `traceparent` header when it has a valid one: the service's work on the event
+/// (and a decision it makes) joins the producer's trace.
+fn consume_span(message: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "kafka.process",
+        otel.name = %format_args!("process {}", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.destination.partition.id = message.partition(),
+        messaging.kafka.offset = message.offset(),
+    );
+    let header = |name: &str| {
+        message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| std::str::from_utf8(h.value?).ok())
+        })
+    };
+    let parent = header("traceparent")
+        .and_then(|tp| rendezvous_domain::TraceContext::parse(tp, header("tracestate")));
+    rendezvous_service::trace::continue_trace(&span, parent.as_ref());
+    span
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! A request that arrives while `max_in_flight` batches are running waits and goes into the
 //! next batch together with everything else that arrived meanwhile (up to `max_batch`). Under
 //! light load every request is its own batch at once — batching adds no delay; only load makes
-//! batches grow, and then one statement (and one commit) carries many requests.
+//! batches grow, and then one statement (and one commit) carries many requests. The sizes go
+//! to the `rendezvous_group_commit_batch_size` histogram.
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +14,17 @@ use rendezvous_ports::StoreError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// `rendezvous_group_commit_batch_size{statement}`: requests per batch statement.
+fn batch_sizes() -> opentelemetry::metrics::Histogram<u64> {
+    opentelemetry::global::meter("rendezvous")
+        .u64_histogram("rendezvous.group_commit.batch_size")
+        .with_description(
+            "Requests carried by one group-commit statement, by statement (changes, finds, fresh).",
+        )
+        .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+        .build()
+}
 
 /// A queue in front of a batch operation; cloning shares the queue.
 pub(crate) struct Batcher<Req, Resp> {
@@ -41,13 +53,20 @@ impl<Req, Resp> fmt::Debug for Batcher<Req, Resp> {
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Starts the batching task. `run` gets a batch and returns one result per request, in
     /// order. The task ends when the last clone of the batcher is dropped.
-    pub(crate) fn spawn<F, Fut>(max_batch: usize, max_in_flight: usize, run: F) -> Self
+    pub(crate) fn spawn<F, Fut>(
+        statement: &'static str,
+        max_batch: usize,
+        max_in_flight: usize,
+        run: F,
+    ) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Result<Resp, StoreError>>> + Send + 'static,
     {
         let (queue, mut requests) = mpsc::channel::<(Req, Reply<Resp>)>(max_batch * max_in_flight);
         let run = Arc::new(run);
+        let sizes = batch_sizes();
+        let label = [opentelemetry::KeyValue::new("statement", statement)];
         let slots = Arc::new(Semaphore::new(max_in_flight));
         tokio::spawn(async move {
             while let Some(first) = requests.recv().await {
@@ -61,6 +80,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 {
                     batch.push(next);
                 }
+                sizes.record(batch.len() as u64, &label);
                 let run = run.clone();
                 tokio::spawn(async move {
                     let (batch, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.into_iter().unzip();
@@ -98,7 +118,7 @@ mod tests {
     async fn concurrent_requests_share_batches_and_each_gets_its_own_answer() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Batcher::spawn(16, 1, move |batch: Vec<u32>| {
+        let batcher = Batcher::spawn("test", 16, 1, move |batch: Vec<u32>| {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push(batch.len());
@@ -140,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_request_is_answered_without_waiting_for_company() {
-        let batcher = Batcher::spawn(64, 2, |batch: Vec<u8>| async move {
+        let batcher = Batcher::spawn("test", 64, 2, |batch: Vec<u8>| async move {
             batch.into_iter().map(Ok).collect()
         });
         let answer = tokio::time::timeout(std::time::Duration::from_secs(5), batcher.call(3)).await;
@@ -150,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn a_result_missing_from_the_batch_is_an_error_not_a_hang() {
         let batcher: Batcher<u8, u8> =
-            Batcher::spawn(8, 1, |_batch: Vec<u8>| async move { Vec::new() });
+            Batcher::spawn("test", 8, 1, |_batch: Vec<u8>| async move { Vec::new() });
         let err = batcher.call(1).await.unwrap_err();
         assert!(err.to_string().contains("without an answer"), "{err}");
     }

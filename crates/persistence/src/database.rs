@@ -13,6 +13,7 @@ use sea_orm::{
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tokio::task::JoinHandle;
 
+use crate::probe::DatabaseProbe;
 use crate::rows::db_err;
 use crate::signal::{self, SqlResumeSignal};
 use crate::store::SqlStore;
@@ -320,6 +321,36 @@ impl Database {
     /// The resume signal port.
     pub fn signal(&self) -> SqlResumeSignal {
         self.signal.clone()
+    }
+
+    /// A handle for health checks and statistics (see [`DatabaseProbe`]).
+    pub fn probe(&self) -> DatabaseProbe {
+        DatabaseProbe {
+            conn: self.conn.clone(),
+            lease_conn: self.store.lease_conn(),
+        }
+    }
+
+    /// Every migration, oldest first, with whether it is applied. Read-only: creates nothing,
+    /// so it also works for a database user without DDL rights.
+    pub async fn migrations(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let all = Migrator::get_migration_with_status_read_only(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(all
+            .iter()
+            .map(|m| {
+                (
+                    m.name().to_owned(),
+                    m.status() == rendezvous_migrations::MigrationStatus::Applied,
+                )
+            })
+            .collect())
+    }
+
+    /// Applies the pending migrations ([`migrate`]: once, whoever else runs them at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrate(&self.conn).await
     }
 
     /// Whether this is PostgreSQL (many instances) rather than SQLite (one instance).

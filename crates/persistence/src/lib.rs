@@ -7,7 +7,7 @@
 //!
 //! Where things are: `database.rs` connects and migrates; `store/` implements the store port,
 //! one module per concern; `postgres/` holds the PostgreSQL group commit and its SQL;
-//! `signal.rs` the resume wake-ups; `rows.rs` the conversions between rows and domain types;
+//! `signal.rs` the resume wake-ups; `probe.rs` health checks and statistics for operators; `rows.rs` the conversions between rows and domain types;
 //! `text.rs` free text as the databases can store it (NUL characters); `testing.rs` (feature
 //! `test-util`) a fresh database per test.
 //!
@@ -18,6 +18,7 @@ mod database;
 mod entities;
 mod errors;
 mod postgres;
+mod probe;
 mod rows;
 mod signal;
 mod store;
@@ -26,6 +27,7 @@ pub mod testing;
 mod text;
 
 pub use database::{Database, DatabaseConfig, PgTls, SslMode, migrate, redact};
+pub use probe::{DatabaseProbe, DatabaseStats, PoolStats};
 pub use rendezvous_migrations::{Migrator, MigratorTrait};
 pub use signal::{SqlResumeSignal, SqlResumeWaiter};
 pub use store::{SqlStore, SqlTx};

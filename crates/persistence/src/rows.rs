@@ -3,8 +3,8 @@
 
 use rendezvous_domain::{
     ApiRequest, Condition, CorrelationId, ExecutionId, IgnoredEvent, NodeId, Outcome,
-    ReceivedEvent, Resolution, ResumeId, Strategy, TenantId, TimeoutPolicy, Timestamp, WaitId,
-    WaitKey, WaitSpec, WaitState,
+    ReceivedEvent, Resolution, ResumeId, Strategy, TenantId, TimeoutPolicy, Timestamp,
+    TraceContext, WaitId, WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_ports::{ApiCallRecord, ResumeRecord, StoreError, StoredWait};
 use sea_orm::ActiveValue::Set;
@@ -65,6 +65,10 @@ struct Progress {
     ignored: Vec<IgnoredEvent>,
     ignored_total: u64,
     resolution: Option<Resolution>,
+    /// The registration's trace context (never changes; kept here rather than in a column
+    /// of its own: rows written before it existed read as none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<TraceContext>,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -90,6 +94,7 @@ pub(crate) fn wait_from_row(row: &waits::Model) -> Result<StoredWait, StoreError
         ignored: progress.ignored,
         ignored_total: progress.ignored_total,
         resolution: progress.resolution,
+        trace: progress.trace,
     };
     Ok(stored(row, state))
 }
@@ -155,12 +160,14 @@ pub(crate) fn repair_wait(
         ignored: Vec::new(),
         ignored_total: 0,
         resolution: None,
+        trace: None,
     };
     if let Some(progress) = progress {
         state.received = progress.received;
         state.ignored = progress.ignored;
         state.ignored_total = progress.ignored_total;
         state.resolution = progress.resolution;
+        state.trace = progress.trace;
     }
     let mut resume = None;
     if state.resolution.is_none() {
@@ -206,6 +213,7 @@ pub(crate) fn progress_json(state: &WaitState) -> Result<String, StoreError> {
         ignored: state.ignored.clone(),
         ignored_total: state.ignored_total,
         resolution: state.resolution.clone(),
+        trace: state.trace.clone(),
     })
 }
 
@@ -260,6 +268,7 @@ pub(crate) fn replacement_resume(
         registered_at: Timestamp::from_millis(wait.created_at),
         decided_at: Timestamp::from_millis(row.created_at),
         attempts: u32::try_from(row.attempts).unwrap_or(0),
+        trace: None,
     })
 }
 

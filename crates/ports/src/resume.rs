@@ -2,7 +2,7 @@
 
 use rendezvous_domain::{
     CorrelationId, ExecutionId, NodeId, Outcome, ReceivedEvent, ResumeId, SourceName, TenantId,
-    Timestamp, WaitId, WaitState,
+    Timestamp, TraceContext, WaitId, WaitState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,9 @@ pub struct ResumeRecord {
     pub decided_at: Timestamp,
     /// How many times it was handed to an engine stream (1 on first delivery).
     pub attempts: u32,
+    /// The registration's trace context, so the engine can continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl ResumeRecord {
@@ -59,6 +62,7 @@ impl ResumeRecord {
             registered_at: state.created_at,
             decided_at: resolution.decided_at,
             attempts: 0,
+            trace: state.trace.clone(),
         })
     }
 }

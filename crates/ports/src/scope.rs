@@ -38,6 +38,24 @@ impl TenantScope {
     }
 }
 
+/// `all`, or the tenants separated by commas (as logs show it).
+impl std::fmt::Display for TenantScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantScope::All => f.write_str("all"),
+            TenantScope::Only(set) => {
+                for (i, tenant) in set.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{tenant}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl From<Option<TenantId>> for TenantScope {
     /// `None`: every tenant.
     fn from(tenant: Option<TenantId>) -> Self {

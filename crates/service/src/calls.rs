@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use rendezvous_domain::limits::{MAX_RECORDED_REASON_BYTES, truncate_reason};
 use rendezvous_domain::request::{MAX_BODY_SNIPPET_BYTES, redact_url, sanitize_text};
-use rendezvous_domain::{Channel, EventKey, ResponseMode, SourceName, Timestamp, WaitId};
+use rendezvous_domain::{
+    Channel, EventKey, ResponseMode, SourceName, Timestamp, TraceContext, WaitId,
+};
 use rendezvous_ports::{
     ApiCallRecord, CallFailure, Clock, HttpCaller, HttpReply, ResumeSignal, Store, StoreTx,
     StoredWait, retry_after,
@@ -92,17 +94,74 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             return Ok(());
         }
         let url = redact_url(&call.request.url);
-        let span = tracing::info_span!("api_call", %wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, attempt = call.attempts, %url);
+        // A CLIENT span in the registration's trace, with the HTTP semantic conventions'
+        // attributes; the caller sends its context (its own span id) in `traceparent`.
+        let method = call.request.method.as_str();
+        let (host, port) = url::Url::parse(&call.request.url)
+            .map(|u| {
+                (
+                    u.host_str().unwrap_or_default().to_owned(),
+                    u.port_or_known_default(),
+                )
+            })
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "api_call",
+            otel.name = method,
+            otel.kind = "client",
+            http.request.method = method,
+            url.full = %url,
+            server.address = %host,
+            server.port = port,
+            http.request.resend_count = call.attempts.saturating_sub(1),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            %wait_id,
+            correlation_id = %call.correlation_id,
+            execution_id = %call.execution_id,
+            attempt = call.attempts,
+        );
+        let stored = call.request.headers.get("traceparent").and_then(|tp| {
+            TraceContext::parse(
+                tp,
+                call.request.headers.get("tracestate").map(String::as_str),
+            )
+        });
+        crate::trace::continue_trace(&span, stored.as_ref());
         // A call written under another policy (an allowlist since narrowed) is not made.
+        let started = std::time::Instant::now();
         let outcome = match self.config.api.destinations.check(&call.request.url) {
-            Ok(()) => tracing::Instrument::instrument(caller.call(&call.request), span).await,
+            Ok(()) => {
+                tracing::Instrument::instrument(caller.call(&call.request), span.clone()).await
+            }
             Err(refused) => Err(CallFailure::Permanent(refused.to_string())),
         };
+        match &outcome {
+            Ok(reply) => {
+                span.record("http.response.status_code", reply.status);
+                if reply.status >= 400 {
+                    span.record("error.type", reply.status);
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(failure) => {
+                span.record(
+                    "error.type",
+                    match failure {
+                        CallFailure::Transient(_) => "transient",
+                        CallFailure::Permanent(_) => "permanent",
+                    },
+                );
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let now = self.clock.now();
         // Ok(reason): permanent. Err((reason, retry_after)): transient. Every reason is
         // sanitized: it may hold what an upstream chose to send.
         let failure = match outcome {
             Ok(reply) if (200..300).contains(&reply.status) => {
+                crate::metrics::api_call("success", started.elapsed().as_secs_f64());
                 tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, status = reply.status, %url, "api call succeeded");
                 return self.succeed(&call, reply, now).await;
             }
@@ -113,7 +172,15 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             Err(CallFailure::Transient(reason)) => Err((clean(&reason), None)),
             Err(CallFailure::Permanent(reason)) => Ok(clean(&reason)),
         };
-        match next_attempt(&self.config.api, call.attempts, failure) {
+        let next = next_attempt(&self.config.api, call.attempts, failure);
+        crate::metrics::api_call(
+            match next {
+                NextAttempt::Retry { .. } => "retry",
+                NextAttempt::Fail(_) => "failed",
+            },
+            started.elapsed().as_secs_f64(),
+        );
+        match next {
             NextAttempt::Retry { delay, reason } => {
                 if !still_needed(self.store.get_wait(wait_id).await?.as_ref()) {
                     tracing::info!(%wait_id, correlation_id = %call.correlation_id, execution_id = %call.execution_id, %reason, "api call failed; the wait no longer needs it, so it is not retried");
@@ -163,10 +230,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 if !tx.update_wait(&wait, stored.version).await? {
                     return Ok(Attempt::Conflict);
                 }
-                if let Some(resume) = new_resume(&wait.state) {
-                    tx.insert_resume(&resume).await?;
+                let resume = new_resume(&wait.state);
+                if let Some(resume) = &resume {
+                    tx.insert_resume(resume).await?;
                 }
                 tx.commit().await?;
+                crate::metrics::decided(resume.as_ref());
                 Ok(Attempt::Done(true))
             },
         )

@@ -58,10 +58,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         if !tx.update_wait(&wait, stored.version).await? {
             return Ok(Attempt::Conflict);
         }
-        if let Some(resume) = new_resume(&wait.state) {
-            tx.insert_resume(&resume).await?;
+        let resume = new_resume(&wait.state);
+        if let Some(resume) = &resume {
+            tx.insert_resume(resume).await?;
         }
         tx.commit().await?;
+        crate::metrics::decided(resume.as_ref());
         let k = &wait.state.key;
         tracing::info!(wait_id = %k.id, correlation_id = %k.correlation_id, execution_id = %k.execution_id, status = %wait.state.status(), "wait closed");
         Ok(Attempt::Done((wait, true)))
@@ -74,6 +76,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         let mut tx = self.store.begin().await?;
         let due = tx.claim_due_waits(now, limit).await?;
         let mut decided = 0;
+        let mut resumes = Vec::new();
         for stored in due {
             let mut wait = stored.clone();
             let Some(outcome) = wait.state.expire(now) else {
@@ -84,6 +87,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             if tx.update_wait(&wait, stored.version).await? {
                 if let Some(resume) = new_resume(&wait.state) {
                     tx.insert_resume(&resume).await?;
+                    resumes.push(resume);
                 }
                 decided += 1;
                 let k = &wait.state.key;
@@ -91,6 +95,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             }
         }
         tx.commit().await?;
+        for resume in &resumes {
+            crate::metrics::decided(Some(resume));
+        }
         Ok(decided)
     }
 

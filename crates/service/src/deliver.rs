@@ -15,6 +15,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// buffered until one registers. An execution-id mismatch is recorded on the wait and
     /// returned as [`ServiceError::ExecutionMismatch`].
     pub async fn deliver(&self, delivery: Delivery) -> Result<Delivered, ServiceError> {
+        let channel = delivery.channel.clone();
+        let result = self.deliver_checked(delivery).await;
+        crate::metrics::delivered(&channel, result.as_ref());
+        result
+    }
+
+    async fn deliver_checked(&self, delivery: Delivery) -> Result<Delivered, ServiceError> {
         if delivery.size > self.config.max_payload_bytes {
             return Err(ServiceError::TooLarge {
                 what: "event payload".into(),
@@ -63,7 +70,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 resume: resume.as_ref(),
             };
             match self.store.apply_change(change).await? {
-                ChangeOutcome::Applied => {}
+                ChangeOutcome::Applied => crate::metrics::decided(resume.as_ref()),
                 ChangeOutcome::VersionMoved => return Ok(Attempt::Conflict),
                 // The inbox already has it although the state did not: a replay.
                 ChangeOutcome::AlreadyProcessed => {

@@ -84,6 +84,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         let mut destinations: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut waiting: VecDeque<(String, ApiCallRecord, tokio::time::Instant)> = VecDeque::new();
         let mut pause_claims: Option<tokio::time::Instant> = None;
+        let mut claiming = crate::Outage::new("claiming api calls");
         loop {
             let mut start = Vec::new();
             let mut expired = Vec::new();
@@ -124,6 +125,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     .await
                 {
                     Ok(calls) => {
+                        claiming.succeeded();
                         more = calls.len() == free;
                         for call in calls {
                             let to = destination(&call.request.url);
@@ -137,7 +139,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming api calls failed; retrying"),
+                    Err(e) => claiming.failed(&e),
                 }
             }
             if !overflow.is_empty() {

@@ -44,7 +44,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
 
     /// Sets an event aside with a reason (poison, missing ids, mismatch).
     pub async fn quarantine(&self, event: Quarantined) -> Result<(), ServiceError> {
-        tracing::warn!(origin = %event.origin, event_key = ?event.event_key, correlation_id = ?event.correlation_id, reason = %event.reason, "event quarantined");
+        tracing::warn!(origin = %event.origin, event_key = event.event_key.as_deref(), correlation_id = event.correlation_id.as_deref(), reason = %event.reason, "event quarantined");
         Ok(self.store.quarantine(&event).await?)
     }
 }

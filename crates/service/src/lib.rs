@@ -8,7 +8,8 @@
 //! the outbound call) in one transaction. Every state change is a compare-and-set on the
 //! wait's version; a conflict reloads, re-applies the pure rule and retries (bounded, with
 //! jitter). It knows no transport and no database; adapters build its typed commands
-//! (`requests.rs`, with `parse`) and call it, the persistence adapter serves it.
+//! (`requests.rs`, with `parse`) and call it, the persistence adapter serves it. `metrics.rs`
+//! counts what the use cases do through the process's OpenTelemetry meter.
 
 mod access;
 mod calls;
@@ -18,6 +19,8 @@ mod deliver;
 mod dispatch;
 mod error;
 mod inspect;
+pub mod metrics;
+mod outage;
 pub mod parse;
 mod register;
 mod requests;
@@ -25,11 +28,13 @@ mod resumes;
 mod retention;
 mod service;
 mod topics;
+pub mod trace;
 
 pub use access::{Principal, Role, Tenants};
 pub use config::{ApiPolicy, ServiceConfig};
 pub use dispatch::DEFER as API_CALL_DEFER;
 pub use error::ServiceError;
+pub use outage::Outage;
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
 pub use retention::MAX_PURGE_ROUNDS;
 pub use service::WaitService;

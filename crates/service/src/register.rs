@@ -34,6 +34,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// transaction; a wait decided at once (no enabled source, or the buffered events met the
     /// condition) gets its resume in that transaction too.
     pub async fn register(&self, request: RegisterWait) -> Result<Registered, ServiceError> {
+        let result = self.register_checked(request).await;
+        crate::metrics::registered(result.as_ref().map(|r| r.created));
+        result
+    }
+
+    async fn register_checked(&self, request: RegisterWait) -> Result<Registered, ServiceError> {
         if request.node_config_json.len() > self.config.max_config_bytes {
             return Err(ServiceError::TooLarge {
                 what: "node_config_json".into(),
@@ -102,6 +108,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             return check_same_registration(existing, spec, request).map(Attempt::Done);
         }
         let mut state = WaitState::register(key, spec.clone(), now);
+        state.trace = request.trace.clone();
         let buffered = tx.pending_buffered(tenant, &correlation_id, now).await?;
         let mut accepted = Vec::new();
         for b in &buffered {
@@ -143,10 +150,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         let ids: Vec<i64> = buffered.iter().map(|b| b.id).collect();
         tx.mark_buffered_applied(&ids, wait.state.key.id, now)
             .await?;
-        if let Some(resume) = new_resume(&wait.state) {
-            tx.insert_resume(&resume).await?;
+        let resume = new_resume(&wait.state);
+        if let Some(resume) = &resume {
+            tx.insert_resume(resume).await?;
         }
         tx.commit().await?;
+        crate::metrics::decided(resume.as_ref());
         if call.is_some() {
             self.calls_pending.notify_one();
         }
@@ -179,7 +188,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         if !self.new_topics(spec).is_empty() {
             return Ok(None);
         }
-        let state = WaitState::register(key, spec.clone(), now);
+        let mut state = WaitState::register(key, spec.clone(), now);
+        state.trace = request.trace.clone();
         let Ok(call) = self.outbound_call(&state, request, prepared) else {
             return Ok(None);
         };
@@ -193,6 +203,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         if !self.store.insert_fresh_wait(fresh).await? {
             return Ok(None);
         }
+        crate::metrics::decided(resume.as_ref());
         if call.is_some() {
             self.calls_pending.notify_one();
         }
@@ -249,10 +260,18 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             .check(&rendered.url)
             .map_err(|e| ServiceError::invalid(CALL_URL_FIELD, e))?;
         self.config.api.check_secrets(&rendered)?;
-        if let Some(traceparent) = &request.traceparent {
+        // The call is a child of the registration: the caller's context is stored with it and
+        // the caller adapter sends a child context of its own (or this one, when no tracer
+        // is installed).
+        if let Some(trace) = &request.trace {
             rendered
                 .headers
-                .insert("traceparent".into(), traceparent.clone());
+                .insert("traceparent".into(), trace.traceparent.clone());
+            if !trace.tracestate.is_empty() {
+                rendered
+                    .headers
+                    .insert("tracestate".into(), trace.tracestate.clone());
+            }
         }
         Ok(Some(ApiCallRecord {
             wait_id: k.id,

@@ -8,7 +8,7 @@ use std::fmt;
 use rendezvous_domain::limits::MAX_JSON_DEPTH;
 use rendezvous_domain::{
     Channel, CorrelationId, EventKey, ExecutionId, IdempotencyKey, IgnoreReason, NodeId, TenantId,
-    Verdict, WaitId,
+    TraceContext, Verdict, WaitId,
 };
 use rendezvous_domain::{JsonError, parse_json_slice};
 use rendezvous_ports::{StoredWait, TenantScope};
@@ -36,8 +36,8 @@ pub struct RegisterWait {
     pub correlation_id: Option<CorrelationId>,
     /// Values for `{{name}}` placeholders of the API call.
     pub input_variables: BTreeMap<String, String>,
-    /// The caller's W3C `traceparent`, propagated on the API call.
-    pub traceparent: Option<String>,
+    /// The caller's W3C trace context: the API call, the decision and the resume continue it.
+    pub trace: Option<TraceContext>,
 }
 
 impl RegisterWait {
@@ -57,7 +57,7 @@ impl RegisterWait {
             workflow_id: None,
             correlation_id: None,
             input_variables: BTreeMap::new(),
-            traceparent: None,
+            trace: None,
         }
     }
 }

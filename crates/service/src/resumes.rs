@@ -17,10 +17,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ResumeRecord>, ServiceError> {
-        Ok(self
+        let now = self.clock.now();
+        let resumes = self
             .store
-            .claim_resumes(owner, tenants, self.clock.now(), lease, limit)
-            .await?)
+            .claim_resumes(owner, tenants, now, lease, limit)
+            .await?;
+        crate::metrics::resumes_sent(&resumes, now);
+        Ok(resumes)
     }
 
     /// Acknowledges resumes in one write. Returns how many were still unacknowledged.

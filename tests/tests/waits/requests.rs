@@ -1,9 +1,10 @@
 //! The API's promises to callers: idempotent registration, field-naming errors, redelivery of
-//! unacknowledged resumes, health and listing.
+//! unacknowledged resumes, health, reflection (v1 and v1alpha) and listing.
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
 use rendezvous_grpc_api::v1;
 use rendezvous_tests::{Backend, seed};
 use serde_json::json;
@@ -180,6 +181,34 @@ pub(crate) async fn unacknowledged_resumes_are_redelivered(backend: Backend) -> 
     app.stop().await
 }
 
+/// The services a server lists through reflection `$version` (`v1` or `v1alpha`: the same
+/// messages in two packages).
+macro_rules! listed_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new($channel)
+            .server_reflection_info(futures_util::stream::iter([request]))
+            .await?
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.next().await.context("no answer")??.message_response
+        else {
+            bail!("{}: not a service list", stringify!($version));
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 pub(crate) async fn health_and_list(backend: Backend) -> Result<()> {
     let (_db, mut app) = app(backend).await?;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))?
@@ -246,5 +275,19 @@ pub(crate) async fn health_and_list(backend: Backend) -> Result<()> {
         .into_inner();
     assert_eq!(one.waits.len(), 1);
     assert_eq!(one.waits[0].status(), v1::WaitStatus::Cancelled);
+    // Server reflection in both versions: v1 (grpcurl) and v1alpha (older tooling).
+    let reflection = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))?
+        .connect()
+        .await?;
+    let v1 = listed_services!(v1, reflection.clone());
+    assert!(
+        v1.contains(&"rendezvous.v1.WaitService".to_owned()),
+        "{v1:?}"
+    );
+    let v1alpha = listed_services!(v1alpha, reflection);
+    assert!(
+        v1alpha.contains(&"rendezvous.v1.CallbackService".to_owned()),
+        "{v1alpha:?}"
+    );
     app.stop().await
 }

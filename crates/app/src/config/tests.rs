@@ -14,6 +14,7 @@ pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
     match Config::load(args, env)? {
         Command::Run(config) => Ok(*config),
         Command::Print(text) => bail!("printed {text}"),
+        Command::Operate(operation) => bail!("an operator command: {operation:?}"),
     }
 }
 
@@ -300,7 +301,10 @@ fn help_and_version_are_printed() {
     let Command::Print(version) = Config::load(["--version"], std::iter::empty()).unwrap() else {
         panic!("version expected")
     };
-    assert_eq!(version.trim(), format!("rendezvous {}", crate::VERSION));
+    assert_eq!(
+        version.trim(),
+        format!("rendezvous {} ({})", crate::VERSION, crate::REVISION)
+    );
 }
 
 #[test]

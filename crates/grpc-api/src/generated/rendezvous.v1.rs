@@ -140,6 +140,14 @@ pub struct Resume {
     /// 1 on first delivery, then 2, 3, ... on redeliveries.
     #[prost(uint32, tag = "13")]
     pub delivery_attempt: u32,
+    /// The W3C trace context to continue: a child of the registration's trace (the
+    /// `traceparent`/`tracestate` metadata RegisterWait received), so the engine's work after the
+    /// resume joins the trace of the registration, its API call and its events. Empty when the
+    /// registration carried none.
+    #[prost(string, tag = "14")]
+    pub traceparent: ::prost::alloc::string::String,
+    #[prost(string, tag = "15")]
+    pub tracestate: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeliverApiResponseRequest {

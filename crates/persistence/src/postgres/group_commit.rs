@@ -46,17 +46,17 @@ impl Batchers {
 
     fn spawn(conn: &DatabaseConnection, signal: &SqlResumeSignal) -> Self {
         let (c, s) = (conn.clone(), signal.clone());
-        let changes = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+        let changes = Batcher::spawn("changes", MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
             let (c, s) = (c.clone(), s.clone());
             async move { apply_changes(&c, &s, rows).await }
         });
         let (c, s) = (conn.clone(), signal.clone());
-        let finds = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+        let finds = Batcher::spawn("finds", MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
             let (c, s) = (c.clone(), s.clone());
             async move { find_waits(&c, &s, rows).await }
         });
         let (c, s) = (conn.clone(), signal.clone());
-        let fresh = Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
+        let fresh = Batcher::spawn("fresh", MAX_BATCH, BATCHES_IN_FLIGHT, move |rows| {
             let (c, s) = (c.clone(), s.clone());
             async move { insert_fresh_waits(&c, &s, rows).await }
         });
