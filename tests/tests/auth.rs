@@ -14,6 +14,7 @@ use rendezvous_app::{
     TlsSection,
 };
 use rendezvous_grpc_api::v1;
+use rendezvous_grpc_api::v1::admin_service_client::AdminServiceClient;
 use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
 use rendezvous_tests::security::{
@@ -148,13 +149,15 @@ fn with<T>(message: T, token: Option<&str>) -> Request<T> {
 struct Clients {
     waits: WaitServiceClient<Channel>,
     callbacks: CallbackServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
 }
 
 impl Clients {
     fn new(channel: Channel) -> Self {
         Self {
             waits: WaitServiceClient::new(channel.clone()),
-            callbacks: CallbackServiceClient::new(channel),
+            callbacks: CallbackServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel),
         }
     }
 
@@ -287,28 +290,38 @@ async fn every_rpc_against_every_caller() -> Result<()> {
     ];
     use Code::{NotFound, Ok as Yes, PermissionDenied as Denied, Unauthenticated as Unauth};
     // Per caller: RegisterWait, ResumeStream, GetWait (A's wait by id), ListWaits,
-    // CancelWait (A's wait by id), DeliverEvent and DeliverApiResponse (to A's wait).
-    let expected: BTreeMap<&str, [Code; 7]> = BTreeMap::from([
-        ("none", [Unauth; 7]),
-        ("bad token", [Unauth; 7]),
-        ("expired token", [Unauth; 7]),
-        ("wrong issuer", [Unauth; 7]),
-        ("engine A", [Yes, Yes, Yes, Yes, Yes, Denied, Denied]),
+    // CancelWait (A's wait by id), DeliverEvent and DeliverApiResponse (to A's wait), then the
+    // operators' ListQuarantined, ListBuffered and RedeliverResume (of the cancelled wait).
+    let expected: BTreeMap<&str, [Code; 10]> = BTreeMap::from([
+        ("none", [Unauth; 10]),
+        ("bad token", [Unauth; 10]),
+        ("expired token", [Unauth; 10]),
+        ("wrong issuer", [Unauth; 10]),
+        (
+            "engine A",
+            [
+                Yes, Yes, Yes, Yes, Yes, Denied, Denied, Denied, Denied, Denied,
+            ],
+        ),
         (
             "gateway A",
-            [Denied, Denied, Denied, Denied, Denied, Yes, Yes],
+            [
+                Denied, Denied, Denied, Denied, Denied, Yes, Yes, Denied, Denied, Denied,
+            ],
         ),
         (
             "engine B",
-            [Yes, Yes, NotFound, Yes, NotFound, Denied, Denied],
+            [
+                Yes, Yes, NotFound, Yes, NotFound, Denied, Denied, Denied, Denied, Denied,
+            ],
         ),
-        ("admin", [Yes; 7]),
+        ("admin", [Yes; 10]),
     ]);
     let mut mismatches = Vec::new();
     for (i, (name, token)) in credentials.iter().enumerate() {
         let token = token.as_deref();
         let victim = &victims[i];
-        let mut got = [Code::Ok; 7];
+        let mut got = [Code::Ok; 10];
         got[0] = code(&c.register(token, &format!("e-new-{i}"), "", "").await);
         got[1] = code(&c.stream(token, "").await);
         got[2] = code(
@@ -376,6 +389,26 @@ async fn every_rpc_against_every_caller() -> Result<()> {
                         idempotency_key: format!("r-{i}"),
                         tenant_id: "a".into(),
                         ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        );
+        got[7] = code(
+            &c.admin
+                .list_quarantined(with(v1::ListQuarantinedRequest::default(), token))
+                .await,
+        );
+        got[8] = code(
+            &c.admin
+                .list_buffered(with(v1::ListBufferedRequest::default(), token))
+                .await,
+        );
+        got[9] = code(
+            &c.admin
+                .redeliver_resume(with(
+                    v1::RedeliverResumeRequest {
+                        wait_id: victim.wait_id.clone(),
                     },
                     token,
                 ))

@@ -291,6 +291,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(api.wait_service())
             .add_service(api.callback_service())
+            .add_service(api.admin_service())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);
         let result = tokio::select! {

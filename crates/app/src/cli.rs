@@ -11,7 +11,9 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, check_database_url};
-use crate::operator::{Operation, Remote, WaitsCommand};
+use crate::operator::{
+    BufferedCommand, Operation, QuarantineCommand, Remote, ResumesCommand, WaitsCommand,
+};
 
 /// `rendezvous --version`: the version and the git revision it was built from.
 const LONG_VERSION: &str = concat!(
@@ -67,6 +69,33 @@ pub enum CliCommand {
         /// What to do.
         #[command(subcommand)]
         command: WaitsCommand,
+    },
+    /// List events set aside with their reason (admin credential of every tenant).
+    Quarantine {
+        /// Where the instance is and who we are.
+        #[command(flatten)]
+        remote: Remote,
+        /// What to do.
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// List early events waiting for their wait to register (admin credential).
+    Buffered {
+        /// Where the instance is and who we are.
+        #[command(flatten)]
+        remote: Remote,
+        /// What to do.
+        #[command(subcommand)]
+        command: BufferedCommand,
+    },
+    /// Send a decided wait's resume again (admin credential).
+    Resumes {
+        /// Where the instance is and who we are.
+        #[command(flatten)]
+        remote: Remote,
+        /// What to do.
+        #[command(subcommand)]
+        command: ResumesCommand,
     },
     /// Apply the database migrations and exit (for a deployment step of its own, with
     /// `database.run_migrations = false` on the instances); `migrate status` only lists them.
@@ -209,6 +238,15 @@ impl Config {
                 Box::new(remote),
                 command,
             ))),
+            Some(CliCommand::Quarantine { remote, command }) => Ok(Command::Operate(
+                Operation::Quarantine(Box::new(remote), command),
+            )),
+            Some(CliCommand::Buffered { remote, command }) => Ok(Command::Operate(
+                Operation::Buffered(Box::new(remote), command),
+            )),
+            Some(CliCommand::Resumes { remote, command }) => Ok(Command::Operate(
+                Operation::Resumes(Box::new(remote), command),
+            )),
             Some(CliCommand::Migrate { serve, action }) => {
                 Ok(Command::Operate(Operation::Migrate {
                     config: Box::new(serve.config(env)?),

@@ -1,8 +1,8 @@
-//! The operator commands of the binary: `waits list|get|cancel` talk gRPC to a running
-//! instance (with an admin credential: `RENDEZVOUS_TOKEN` as a bearer token, or a client
-//! certificate), `migrate [status]` works on the database of the configuration, and
-//! `config check|print` on the configuration itself. Output is a table for people, or JSON
-//! (`--json`) for scripts.
+//! The operator commands of the binary: `waits list|get|cancel`, `quarantine list`,
+//! `buffered list` and `resumes redeliver` talk gRPC to a running instance (with an admin
+//! credential: `RENDEZVOUS_TOKEN` as a bearer token, or a client certificate), `migrate
+//! [status]` works on the database of the configuration, and `config check|print` on the
+//! configuration itself. Output is a table for people, or JSON (`--json`) for scripts.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rendezvous_grpc_api::v1;
+use rendezvous_grpc_api::v1::admin_service_client::AdminServiceClient;
 use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
@@ -85,6 +86,42 @@ pub enum WaitsCommand {
     },
 }
 
+/// `quarantine`'s subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum QuarantineCommand {
+    /// Events set aside with their reason, newest first (needs a credential of every tenant).
+    List {
+        /// At most this many (1000 at most).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// `buffered`'s subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum BufferedCommand {
+    /// Early events waiting for a wait to register, newest first.
+    List {
+        /// Only this tenant's (one of the credential's).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many (1000 at most).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// `resumes`' subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ResumesCommand {
+    /// Sends a decided wait's resume again, with the same resume id (for an engine that lost
+    /// it, acknowledged or not).
+    Redeliver {
+        /// The wait id.
+        wait_id: String,
+    },
+}
+
 /// A status to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFilter {
@@ -121,6 +158,12 @@ impl StatusFilter {
 pub enum Operation {
     /// `waits ...` against `remote`.
     Waits(Box<Remote>, WaitsCommand),
+    /// `quarantine ...` against `remote`.
+    Quarantine(Box<Remote>, QuarantineCommand),
+    /// `buffered ...` against `remote`.
+    Buffered(Box<Remote>, BufferedCommand),
+    /// `resumes ...` against `remote`.
+    Resumes(Box<Remote>, ResumesCommand),
     /// `migrate`: apply pending migrations (`status`: only list them).
     Migrate {
         /// The configuration naming the database.
@@ -135,12 +178,22 @@ impl Operation {
     pub async fn run(self) -> Result<String> {
         match self {
             Operation::Waits(remote, command) => waits(&remote, command).await,
+            Operation::Quarantine(remote, QuarantineCommand::List { limit }) => {
+                quarantined(&remote, limit).await
+            }
+            Operation::Buffered(remote, BufferedCommand::List { tenant, limit }) => {
+                buffered(&remote, tenant, limit).await
+            }
+            Operation::Resumes(remote, ResumesCommand::Redeliver { wait_id }) => {
+                redeliver(&remote, wait_id).await
+            }
             Operation::Migrate { config, status } => migrate(&config, status).await,
         }
     }
 }
 
 type Client = WaitServiceClient<InterceptedService<Channel, Bearer>>;
+type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <token>` to every call, when there is a token.
 #[derive(Debug, Clone, Default)]
@@ -172,6 +225,17 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 async fn connect(remote: &Remote) -> Result<Client> {
+    let (channel, bearer) = channel(remote).await?;
+    Ok(WaitServiceClient::with_interceptor(channel, bearer))
+}
+
+async fn connect_admin(remote: &Remote) -> Result<Admin> {
+    let (channel, bearer) = channel(remote).await?;
+    Ok(AdminServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A channel to `remote` and the credential every call carries.
+async fn channel(remote: &Remote) -> Result<(Channel, Bearer)> {
     let mut endpoint = Channel::from_shared(remote.server.clone())
         .with_context(|| format!("--server: {} is not a URL", remote.server))?
         .connect_timeout(Duration::from_secs(10))
@@ -211,7 +275,112 @@ async fn connect(remote: &Remote) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", remote.server))?;
-    Ok(WaitServiceClient::with_interceptor(channel, bearer))
+    Ok((channel, bearer))
+}
+async fn quarantined(remote: &Remote, limit: u32) -> Result<String> {
+    let events = connect_admin(remote)
+        .await?
+        .list_quarantined(v1::ListQuarantinedRequest { page_size: limit })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .events;
+    if remote.json {
+        return Ok(json_lines(events.iter().map(|e| {
+            json!({
+                "origin": e.origin,
+                "event_key": e.event_key,
+                "correlation_id": e.correlation_id,
+                "payload": e.payload,
+                "reason": e.reason,
+                "quarantined_at": time(e.quarantined_at.as_ref()),
+            })
+        })));
+    }
+    let rows: Vec<[String; 4]> = events
+        .iter()
+        .map(|e| {
+            [
+                time(e.quarantined_at.as_ref()),
+                e.origin.clone(),
+                e.correlation_id.clone(),
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    Ok(table(
+        ["QUARANTINED", "ORIGIN", "CORRELATION", "REASON"],
+        &rows,
+    ))
+}
+
+async fn buffered(remote: &Remote, tenant: Option<String>, limit: u32) -> Result<String> {
+    let events = connect_admin(remote)
+        .await?
+        .list_buffered(v1::ListBufferedRequest {
+            tenant_id: tenant.unwrap_or_default(),
+            page_size: limit,
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .events;
+    if remote.json {
+        return Ok(json_lines(events.iter().map(|e| {
+            json!({
+                "tenant_id": e.tenant_id,
+                "correlation_id": e.correlation_id,
+                "event_key": e.event_key,
+                "channel": e.channel,
+                "received_at": time(e.received_at.as_ref()),
+                "expires_at": time(e.expires_at.as_ref()),
+            })
+        })));
+    }
+    let rows: Vec<[String; 5]> = events
+        .iter()
+        .map(|e| {
+            [
+                e.tenant_id.clone(),
+                e.correlation_id.clone(),
+                e.channel.clone(),
+                time(e.received_at.as_ref()),
+                time(e.expires_at.as_ref()),
+            ]
+        })
+        .collect();
+    Ok(table(
+        ["TENANT", "CORRELATION", "CHANNEL", "RECEIVED", "EXPIRES"],
+        &rows,
+    ))
+}
+
+async fn redeliver(remote: &Remote, wait_id: String) -> Result<String> {
+    let answer = connect_admin(remote)
+        .await?
+        .redeliver_resume(v1::RedeliverResumeRequest {
+            wait_id: wait_id.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(if remote.json {
+        json_lines([json!({
+            "wait_id": wait_id,
+            "resume_id": answer.resume_id,
+            "was_acked": answer.was_acked,
+        })])
+    } else {
+        format!(
+            "resume {} of wait {wait_id} goes out again ({})\n",
+            answer.resume_id,
+            if answer.was_acked {
+                "it had been acknowledged"
+            } else {
+                "it was not acknowledged yet"
+            }
+        )
+    })
 }
 
 /// A gRPC error as an operator reads it: the code in words and the message.

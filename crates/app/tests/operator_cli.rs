@@ -1,6 +1,7 @@
 //! The operator commands against a running instance, as an operator types them: `waits
-//! list|get|cancel` over gRPC with an admin API key (refused without one), `migrate` and
-//! `migrate status` on a fresh database, `config check` and `config print` (secrets hidden).
+//! list|get|cancel`, `buffered list`, `quarantine list` and `resumes redeliver` over gRPC with
+//! an admin API key (refused without one), `migrate` and `migrate status` on a fresh database,
+//! `config check` and `config print` (secrets hidden).
 
 use std::process::{Command, Output};
 
@@ -45,7 +46,7 @@ async fn waits_list_get_and_cancel_against_a_running_instance() {
     std::fs::write(
         &config_file,
         format!(
-            "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[kafka]\nenabled = false\n[api]\nenabled = false\n\
+            "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[service]\nbuffer_ttl = \"3s\"\n[kafka]\nenabled = false\n[api]\nenabled = false\n\
              [[auth.api_keys]]\nname = \"ops\"\nsha256 = \"{hash}\"\nroles = [\"admin\"]\ntenants = [\"*\"]\n",
             data = dir.join("data").display().to_string(),
             hash = rendezvous_grpc_api::auth::api_key_sha256(KEY),
@@ -184,6 +185,84 @@ async fn waits_list_get_and_cancel_against_a_running_instance() {
         "{}",
         text(&missing.stderr)
     );
+
+    // The cancelled wait's resume goes out again; an open wait has none yet.
+    let redelivered = ok(&rendezvous(
+        &["resumes", "redeliver", &ids[0], "--server", &server],
+        &token,
+    ));
+    assert!(
+        redelivered.contains("goes out again (it was not acknowledged yet)"),
+        "{redelivered}"
+    );
+    let open = rendezvous(
+        &["resumes", "redeliver", &ids[1], "--server", &server],
+        &token,
+    );
+    assert_eq!(open.status.code(), Some(1));
+    assert!(
+        text(&open.stderr).contains("FailedPrecondition"),
+        "{}",
+        text(&open.stderr)
+    );
+
+    // An event for a correlation id no wait has: buffered, listed, then (after the 3 s TTL)
+    // expired into the quarantine, listed there with its reason.
+    let mut callbacks =
+        rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient::with_interceptor(
+            tonic::transport::Channel::from_shared(server.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+            |mut r: tonic::Request<()>| {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+                Ok(r)
+            },
+        );
+    callbacks
+        .deliver_api_response(v1::DeliverApiResponseRequest {
+            correlation_id: "nobody-waits".into(),
+            execution_id: "exec-early".into(),
+            http_status: 200,
+            body: b"{}".to_vec(),
+            idempotency_key: "early-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let buffered = ok(&rendezvous(
+        &["buffered", "list", "--server", &server],
+        &token,
+    ));
+    assert!(
+        buffered.starts_with("TENANT") && buffered.contains("nobody-waits"),
+        "{buffered}"
+    );
+    assert!(buffered.contains("source api"), "{buffered}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let quarantined = loop {
+        let lines = ok(&rendezvous(
+            &["quarantine", "list", "--json", "--server", &server],
+            &token,
+        ));
+        if let Some(line) = lines.lines().find(|l| l.contains("nobody-waits")) {
+            break serde_json::from_str::<Value>(line).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never quarantined: {lines}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(quarantined["origin"], "buffer");
+    assert!(!quarantined["reason"].as_str().unwrap().is_empty());
+    let empty = ok(&rendezvous(
+        &["buffered", "list", "--json", "--server", &server],
+        &token,
+    ));
+    assert_eq!(empty, "");
 
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -184,18 +184,7 @@ async fn exported(collector: &Collector, name: &str, env: &[(&str, String)]) {
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // Shutting down flushes the exporter.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    terminate(child).await;
     let mut found = None;
     for _ in 0..50 {
         found = collector
@@ -245,6 +234,22 @@ async fn exported(collector: &Collector, name: &str, env: &[(&str, String)]) {
         );
     }
     let _ = std::fs::remove_dir_all(&cwd);
+}
+
+/// SIGTERM, then the exit, which must be clean.
+async fn terminate(mut child: std::process::Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }
 
 fn uuid_like() -> String {
@@ -467,18 +472,7 @@ async fn one_join_is_one_trace_across_grpc_the_call_kafka_and_the_resume() {
     drop(subscribe);
 
     // Shutting down flushes the exporter.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    terminate(child).await;
     let spans: Vec<Span> = collector
         .0
         .lock()

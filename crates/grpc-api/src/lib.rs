@@ -3,6 +3,7 @@
 //! service's use cases: requests are parsed into typed commands at the edge (`request.rs`),
 //! errors become gRPC statuses in one place (`status.rs`).
 
+mod admin;
 pub mod auth;
 mod convert;
 mod request;
@@ -37,7 +38,7 @@ mod tests {
     use super::v1;
 
     #[test]
-    fn descriptor_set_describes_both_services() {
+    fn descriptor_set_describes_every_service() {
         let fds = prost_types::FileDescriptorSet::decode(v1::FILE_DESCRIPTOR_SET).unwrap();
         let file = fds
             .file
@@ -45,7 +46,7 @@ mod tests {
             .find(|f| f.package() == "rendezvous.v1")
             .expect("rendezvous.v1 is described");
         let services: Vec<&str> = file.service.iter().map(|s| s.name()).collect();
-        assert_eq!(services, ["WaitService", "CallbackService"]);
+        assert_eq!(services, ["WaitService", "CallbackService", "AdminService"]);
         let waits = &file.service[0];
         let methods: Vec<&str> = waits.method.iter().map(|m| m.name()).collect();
         assert_eq!(

@@ -204,24 +204,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                             tracing::debug!(owner = %self.owner, resume_id = %resume.resume_id, wait_id = %resume.wait_id,
                                 correlation_id = %resume.correlation_id, execution_id = %resume.execution_id,
                                 attempt = resume.attempts, "resume sent");
-                            // A PRODUCER span in the registration's trace; the engine gets
-                            // its context to continue.
-                            let span = tracing::info_span!(
-                                "resume.send",
-                                otel.name = "send resume",
-                                otel.kind = "producer",
-                                rpc.system = "grpc",
-                                rpc.service = "rendezvous.v1.WaitService",
-                                rpc.method = "ResumeStream",
-                                wait_id = %resume.wait_id,
-                                resume_id = %resume.resume_id,
-                                outcome = resume.outcome.as_str(),
-                                attempt = resume.attempts,
-                            );
-                            rendezvous_service::trace::continue_trace(&span, resume.trace.as_ref());
-                            let trace =
-                                rendezvous_service::trace::context_of(&span, resume.trace.as_ref());
-                            drop(span);
+                            let trace = resume.trace.as_ref().and_then(send_context);
                             let message = v1::ResumeStreamResponse {
                                 message: Some(v1::resume_stream_response::Message::Resume(
                                     convert::resume(&resume, trace.as_ref()),
@@ -303,4 +286,22 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
         }
         stop
     }
+}
+
+/// The context a resume carries: a PRODUCER span in the registration's trace (`registration`),
+/// whose context the engine continues; the registration's own context when no tracer records
+/// spans. A wait registered without a trace context gets no span and carries none.
+fn send_context(
+    registration: &rendezvous_domain::TraceContext,
+) -> Option<rendezvous_domain::TraceContext> {
+    let span = tracing::info_span!(
+        "resume.send",
+        otel.name = "send resume",
+        otel.kind = "producer",
+        rpc.system = "grpc",
+        rpc.service = "rendezvous.v1.WaitService",
+        rpc.method = "ResumeStream",
+    );
+    rendezvous_service::trace::continue_trace(&span, Some(registration));
+    rendezvous_service::trace::context_of(&span, Some(registration))
 }

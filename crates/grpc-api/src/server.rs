@@ -62,7 +62,17 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
 
     /// The caller of `request`, if it holds `role` (UNAUTHENTICATED without a valid
     /// credential, PERMISSION_DENIED without the role).
-    fn caller<T>(&self, request: &Request<T>, role: Role, rpc: &str) -> Result<Principal, Status> {
+    /// The use cases.
+    pub(crate) fn service(&self) -> &WaitService<S, G, C> {
+        &self.service
+    }
+
+    pub(crate) fn caller<T>(
+        &self,
+        request: &Request<T>,
+        role: Role,
+        rpc: &str,
+    ) -> Result<Principal, Status> {
         let principal = self.auth.authenticate(
             request.metadata(),
             request.extensions().get::<PeerIdentity>(),
@@ -95,6 +105,11 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     /// The callback-gateway-facing tonic service.
     pub fn callback_service(&self) -> v1::callback_service_server::CallbackServiceServer<Self> {
         v1::callback_service_server::CallbackServiceServer::new(self.clone())
+    }
+
+    /// The operators' service (admin role).
+    pub fn admin_service(&self) -> v1::admin_service_server::AdminServiceServer<Self> {
+        v1::admin_service_server::AdminServiceServer::new(self.clone())
     }
 }
 

@@ -10,7 +10,7 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::TooLarge { .. } => Code::ResourceExhausted,
         ServiceError::NotFound(_) => Code::NotFound,
         ServiceError::AlreadyExists(_) => Code::AlreadyExists,
-        ServiceError::ExecutionMismatch(_) => Code::FailedPrecondition,
+        ServiceError::ExecutionMismatch(_) | ServiceError::NotReady(_) => Code::FailedPrecondition,
         ServiceError::PermissionDenied(_) => Code::PermissionDenied,
         ServiceError::Contended { .. } => Code::Aborted,
         ServiceError::Unavailable(_) => Code::Unavailable,
@@ -60,6 +60,11 @@ mod tests {
                 ServiceError::ExecutionMismatch("mismatch".into()),
                 Code::FailedPrecondition,
                 "mismatch",
+            ),
+            (
+                ServiceError::NotReady("still open".into()),
+                Code::FailedPrecondition,
+                "still open",
             ),
             (
                 ServiceError::PermissionDenied("tenant b".into()),

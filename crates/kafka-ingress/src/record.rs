@@ -49,6 +49,7 @@ fn class(e: &ServiceError) -> Class {
         | ServiceError::NotFound(_)
         | ServiceError::AlreadyExists(_)
         | ServiceError::ExecutionMismatch(_)
+        | ServiceError::NotReady(_)
         | ServiceError::PermissionDenied(_) => Class::Refused,
     }
 }

@@ -17,9 +17,9 @@ pub use clock::{Clock, SystemClock};
 pub use resume::{ResumeEvent, ResumeRecord};
 pub use scope::TenantScope;
 pub use store::{
-    BufferedEvent, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeSignal,
-    ResumeWaiter, Store, StoreError, StoreTx, StoredWait, TopicFields, WaitChange, WaitQuery,
-    apply_change_in_tx, insert_fresh_wait_in_tx,
+    BufferedEvent, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
+    Redelivered, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx, StoredWait, TopicFields,
+    WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 
 #[cfg(feature = "test-util")]

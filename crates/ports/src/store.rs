@@ -53,6 +53,32 @@ pub struct BufferedEvent {
     pub expires_at: Timestamp,
 }
 
+/// A pending early event as operators list it: who it is for and when it stops waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferedSummary {
+    /// The tenant of the wait it is for.
+    pub tenant: String,
+    /// The correlation id no wait has yet.
+    pub correlation_id: String,
+    /// Its identity.
+    pub event_key: String,
+    /// Where it came from: `source <name>` or `topic <name>`.
+    pub channel: String,
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// When it is expired (and quarantined) unless a wait registers first.
+    pub expires_at: Timestamp,
+}
+
+/// A resume sent again by [`Store::redeliver_resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redelivered {
+    /// The resume (the same id: the engine deduplicates by it).
+    pub resume_id: ResumeId,
+    /// Whether an engine had acknowledged it.
+    pub was_acked: bool,
+}
+
 /// A Kafka topic some wait listens on, with the fields that carry its ids.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicFields {
@@ -314,6 +340,18 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The most recently quarantined events, newest first.
     async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
+
+    /// Pending early events of the tenants in scope, newest first.
+    async fn list_buffered(
+        &self,
+        tenants: &TenantScope,
+        limit: u32,
+    ) -> Result<Vec<BufferedSummary>, StoreError>;
+
+    /// Makes a decided wait's resume go out again, with the same resume id: its
+    /// acknowledgement and lease are cleared and every instance's streams are woken. `None`
+    /// when the wait has no resume (still open, or purged by retention).
+    async fn redeliver_resume(&self, wait_id: WaitId) -> Result<Option<Redelivered>, StoreError>;
 
     /// Leases up to `limit` pending API calls that are due (and not leased, or whose lease ran
     /// out) to `owner` until `now + lease`, counting the attempt. Competing owners never get the

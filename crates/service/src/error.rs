@@ -41,6 +41,10 @@ pub enum ServiceError {
     /// The caller's credential does not allow this (a role it lacks, a tenant not its own).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The wait is not in the state the request needs (a resume redelivered for a wait still
+    /// open).
+    #[error("{0}")]
+    NotReady(String),
     /// Optimistic-lock conflicts kept winning; retrying is safe.
     #[error("{what} is contended by concurrent writers; retry")]
     Contended {
@@ -77,6 +81,7 @@ impl ServiceError {
             | Self::NotFound(_)
             | Self::AlreadyExists(_)
             | Self::ExecutionMismatch(_)
+            | Self::NotReady(_)
             | Self::PermissionDenied(_) => false,
         }
     }

@@ -2,7 +2,8 @@
 //! topics registered waits name, and the quarantine of events that could not be processed.
 
 use rendezvous_ports::{
-    Clock, Page, Quarantined, ResumeSignal, Store, StoredWait, TopicFields, WaitQuery,
+    BufferedSummary, Clock, Page, Quarantined, Redelivered, ResumeSignal, Store, StoredWait,
+    TenantScope, TopicFields, WaitQuery,
 };
 
 use crate::{ServiceError, WaitLookup, WaitService};
@@ -30,6 +31,42 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                     ))
                 }),
         }
+    }
+
+    /// The most recently quarantined events, newest first (at most `limit`).
+    pub async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, ServiceError> {
+        Ok(self.store.quarantined(limit).await?)
+    }
+
+    /// Pending early events of the tenants in scope, newest first (at most `limit`).
+    pub async fn buffered(
+        &self,
+        tenants: &TenantScope,
+        limit: u32,
+    ) -> Result<Vec<BufferedSummary>, ServiceError> {
+        Ok(self.store.list_buffered(tenants, limit).await?)
+    }
+
+    /// Sends a decided wait's resume again (same resume id), whether or not an engine
+    /// acknowledged it: for an engine that lost one. A wait still open has none yet.
+    pub async fn redeliver(
+        &self,
+        lookup: WaitLookup,
+    ) -> Result<(StoredWait, Redelivered), ServiceError> {
+        let wait = self.get(lookup).await?;
+        let id = wait.state.key.id;
+        if wait.state.is_open() {
+            return Err(ServiceError::NotReady(format!(
+                "wait {id} is still open: it has no resume yet"
+            )));
+        }
+        let redelivered = self.store.redeliver_resume(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "wait {id} has no resume any more (purged by retention)"
+            ))
+        })?;
+        tracing::info!(wait_id = %id, resume_id = %redelivered.resume_id, was_acked = redelivered.was_acked, "resume redelivered by an operator");
+        Ok((wait, redelivered))
     }
 
     /// Waits matching a query, newest first.

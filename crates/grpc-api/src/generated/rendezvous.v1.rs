@@ -368,6 +368,85 @@ pub struct CancelWaitResponse {
     #[prost(bool, tag = "2")]
     pub already_decided: bool,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListQuarantinedRequest {
+    /// 0: 100. At most 1000.
+    #[prost(uint32, tag = "1")]
+    pub page_size: u32,
+}
+/// An event set aside.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QuarantinedEvent {
+    /// `kafka:<topic>/<partition>/<offset>`, or `buffer` for an early event nobody claimed.
+    #[prost(string, tag = "1")]
+    pub origin: ::prost::alloc::string::String,
+    /// Its identity, when one was found.
+    #[prost(string, tag = "2")]
+    pub event_key: ::prost::alloc::string::String,
+    /// Its correlation id, when one was found.
+    #[prost(string, tag = "3")]
+    pub correlation_id: ::prost::alloc::string::String,
+    /// Its body as received (lossy UTF-8 for binary values).
+    #[prost(string, tag = "4")]
+    pub payload: ::prost::alloc::string::String,
+    /// Why it was set aside.
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "6")]
+    pub quarantined_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListQuarantinedResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<QuarantinedEvent>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListBufferedRequest {
+    /// One of the credential's tenants. Empty: every tenant of the credential.
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// 0: 100. At most 1000.
+    #[prost(uint32, tag = "2")]
+    pub page_size: u32,
+}
+/// An early event waiting for its wait.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BufferedEvent {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// The correlation id no wait has yet.
+    #[prost(string, tag = "2")]
+    pub correlation_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub event_key: ::prost::alloc::string::String,
+    /// `source <name>` or `topic <name>`.
+    #[prost(string, tag = "4")]
+    pub channel: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "5")]
+    pub received_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Expired (and quarantined) then, unless a wait registers first.
+    #[prost(message, optional, tag = "6")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListBufferedResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<BufferedEvent>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RedeliverResumeRequest {
+    #[prost(string, tag = "1")]
+    pub wait_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RedeliverResumeResponse {
+    /// The resume sent again (the engine deduplicates by it).
+    #[prost(string, tag = "1")]
+    pub resume_id: ::prost::alloc::string::String,
+    /// Whether an engine had acknowledged it.
+    #[prost(bool, tag = "2")]
+    pub was_acked: bool,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum WaitStatus {
@@ -1389,6 +1468,415 @@ pub mod callback_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "rendezvous.v1.CallbackService";
     impl<T> tonic::server::NamedService for CallbackServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod admin_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value
+    )]
+    use tonic::codegen::http::Uri;
+    use tonic::codegen::*;
+    /// The operator-facing service: what was set aside, what waits for a wait, and sending a
+    /// resume again. Admin role only; ListBuffered and RedeliverResume see the credential's
+    /// tenants, ListQuarantined needs a credential of every tenant (quarantined events may not
+    /// name one).
+    #[derive(Debug, Clone)]
+    pub struct AdminServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> AdminServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> AdminServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                    http::Request<tonic::body::Body>,
+                    Response = http::Response<
+                        <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                    >,
+                >,
+            <T as tonic::codegen::Service<http::Request<tonic::body::Body>>>::Error:
+                Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            AdminServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Events set aside with their reason (unparsable Kafka values, missing ids, execution-id
+        /// mismatches, tenants not allowed, early events nobody claimed), newest first.
+        pub async fn list_quarantined(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListQuarantinedResponse>, tonic::Status>
+        {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path =
+                http::uri::PathAndQuery::from_static("/rendezvous.v1.AdminService/ListQuarantined");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new(
+                "rendezvous.v1.AdminService",
+                "ListQuarantined",
+            ));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Early events buffered for correlation ids no wait has yet, newest first.
+        pub async fn list_buffered(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListBufferedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListBufferedResponse>, tonic::Status>
+        {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path =
+                http::uri::PathAndQuery::from_static("/rendezvous.v1.AdminService/ListBuffered");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new(
+                "rendezvous.v1.AdminService",
+                "ListBuffered",
+            ));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Sends a decided wait's resume again, with the same resume_id, whether or not an engine
+        /// acknowledged it (for an engine that lost one). FAILED_PRECONDITION while the wait is open.
+        pub async fn redeliver_resume(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RedeliverResumeRequest>,
+        ) -> std::result::Result<tonic::Response<super::RedeliverResumeResponse>, tonic::Status>
+        {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path =
+                http::uri::PathAndQuery::from_static("/rendezvous.v1.AdminService/RedeliverResume");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new(
+                "rendezvous.v1.AdminService",
+                "RedeliverResume",
+            ));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod admin_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with AdminServiceServer.
+    #[async_trait]
+    pub trait AdminService: std::marker::Send + std::marker::Sync + 'static {
+        /// Events set aside with their reason (unparsable Kafka values, missing ids, execution-id
+        /// mismatches, tenants not allowed, early events nobody claimed), newest first.
+        async fn list_quarantined(
+            &self,
+            request: tonic::Request<super::ListQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListQuarantinedResponse>, tonic::Status>;
+        /// Early events buffered for correlation ids no wait has yet, newest first.
+        async fn list_buffered(
+            &self,
+            request: tonic::Request<super::ListBufferedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListBufferedResponse>, tonic::Status>;
+        /// Sends a decided wait's resume again, with the same resume_id, whether or not an engine
+        /// acknowledged it (for an engine that lost one). FAILED_PRECONDITION while the wait is open.
+        async fn redeliver_resume(
+            &self,
+            request: tonic::Request<super::RedeliverResumeRequest>,
+        ) -> std::result::Result<tonic::Response<super::RedeliverResumeResponse>, tonic::Status>;
+    }
+    /// The operator-facing service: what was set aside, what waits for a wait, and sending a
+    /// resume again. Admin role only; ListBuffered and RedeliverResume see the credential's
+    /// tenants, ListQuarantined needs a credential of every tenant (quarantined events may not
+    /// name one).
+    #[derive(Debug)]
+    pub struct AdminServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> AdminServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(inner: T, interceptor: F) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for AdminServiceServer<T>
+    where
+        T: AdminService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/rendezvous.v1.AdminService/ListQuarantined" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListQuarantinedSvc<T: AdminService>(pub Arc<T>);
+                    impl<T: AdminService> tonic::server::UnaryService<super::ListQuarantinedRequest>
+                        for ListQuarantinedSvc<T>
+                    {
+                        type Response = super::ListQuarantinedResponse;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListQuarantinedRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::list_quarantined(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListQuarantinedSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rendezvous.v1.AdminService/ListBuffered" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListBufferedSvc<T: AdminService>(pub Arc<T>);
+                    impl<T: AdminService> tonic::server::UnaryService<super::ListBufferedRequest>
+                        for ListBufferedSvc<T>
+                    {
+                        type Response = super::ListBufferedResponse;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListBufferedRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::list_buffered(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListBufferedSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rendezvous.v1.AdminService/RedeliverResume" => {
+                    #[allow(non_camel_case_types)]
+                    struct RedeliverResumeSvc<T: AdminService>(pub Arc<T>);
+                    impl<T: AdminService> tonic::server::UnaryService<super::RedeliverResumeRequest>
+                        for RedeliverResumeSvc<T>
+                    {
+                        type Response = super::RedeliverResumeResponse;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RedeliverResumeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::redeliver_resume(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RedeliverResumeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => Box::pin(async move {
+                    let mut response = http::Response::new(tonic::body::Body::default());
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        tonic::Status::GRPC_STATUS,
+                        (tonic::Code::Unimplemented as i32).into(),
+                    );
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        tonic::metadata::GRPC_CONTENT_TYPE,
+                    );
+                    Ok(response)
+                }),
+            }
+        }
+    }
+    impl<T> Clone for AdminServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "rendezvous.v1.AdminService";
+    impl<T> tonic::server::NamedService for AdminServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

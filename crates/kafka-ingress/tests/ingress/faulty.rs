@@ -11,8 +11,8 @@ use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp
 use rendezvous_persistence::{SqlStore, SqlTx};
 use rendezvous_ports::TenantScope;
 use rendezvous_ports::{
-    ApiCallRecord, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeRecord, Store,
-    StoreError, StoredWait, TopicFields, WaitChange, WaitQuery,
+    ApiCallRecord, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
+    Redelivered, ResumeRecord, Store, StoreError, StoredWait, TopicFields, WaitChange, WaitQuery,
 };
 
 /// One injected failure: the error, how many more times it fires (`None`: always), and how
@@ -148,6 +148,18 @@ impl Store for FaultyStore {
 
     async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
         self.inner.quarantined(limit).await
+    }
+
+    async fn list_buffered(
+        &self,
+        tenants: &TenantScope,
+        limit: u32,
+    ) -> Result<Vec<BufferedSummary>, StoreError> {
+        self.inner.list_buffered(tenants, limit).await
+    }
+
+    async fn redeliver_resume(&self, wait_id: WaitId) -> Result<Option<Redelivered>, StoreError> {
+        self.inner.redeliver_resume(wait_id).await
     }
 
     async fn claim_api_calls(

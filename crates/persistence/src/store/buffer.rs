@@ -3,7 +3,7 @@
 //! deleted silently).
 
 use rendezvous_domain::{CorrelationId, IncomingEvent, TenantId, Timestamp, WaitId};
-use rendezvous_ports::{BufferedEvent, StoreError};
+use rendezvous_ports::{BufferedEvent, BufferedSummary, StoreError, TenantScope};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
@@ -103,6 +103,39 @@ pub(super) async fn pending(
         }
     }
     Ok(pending)
+}
+
+/// Pending early events of the tenants in scope, newest first (for operators). The channel
+/// is read from the stored event; one that cannot be read shows as `unreadable`.
+pub(super) async fn list(
+    conn: &impl ConnectionTrait,
+    tenants: &TenantScope,
+    limit: u32,
+) -> Result<Vec<BufferedSummary>, StoreError> {
+    let mut query = early_events::Entity::find()
+        .filter(early_events::Column::Status.eq(BufferStatus::Pending.as_str()));
+    if let Some(tenants) = tenants.tenants() {
+        query = query
+            .filter(early_events::Column::TenantId.is_in(tenants.iter().map(TenantId::as_str)));
+    }
+    let rows = query
+        .order_by_desc(early_events::Column::Id)
+        .limit(u64::from(limit))
+        .all(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BufferedSummary {
+            channel: serde_json::from_str::<IncomingEvent>(&row.event)
+                .map_or_else(|_| "unreadable".to_owned(), |e| e.channel.to_string()),
+            tenant: row.tenant_id,
+            correlation_id: row.correlation_id,
+            event_key: row.event_key,
+            received_at: Timestamp::from_millis(row.received_at),
+            expires_at: Timestamp::from_millis(row.expires_at),
+        })
+        .collect())
 }
 
 /// Marks buffered events as applied to a wait.

@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_ports::{
-    ApiCallRecord, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined, ResumeRecord, Store,
-    StoreError, StoredWait, TenantScope, TopicFields, WaitChange, WaitQuery, apply_change_in_tx,
-    insert_fresh_wait_in_tx,
+    ApiCallRecord, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
+    Redelivered, ResumeRecord, Store, StoreError, StoredWait, TenantScope, TopicFields, WaitChange,
+    WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 use sea_orm::DatabaseConnection;
 
@@ -125,6 +125,18 @@ impl Store for SqlStore {
 
     async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
         events::quarantined(&self.conn, limit).await
+    }
+
+    async fn list_buffered(
+        &self,
+        tenants: &TenantScope,
+        limit: u32,
+    ) -> Result<Vec<BufferedSummary>, StoreError> {
+        buffer::list(&self.conn, tenants, limit).await
+    }
+
+    async fn redeliver_resume(&self, wait_id: WaitId) -> Result<Option<Redelivered>, StoreError> {
+        resumes::redeliver(&self.conn, &self.signal, wait_id).await
     }
 
     async fn claim_api_calls(

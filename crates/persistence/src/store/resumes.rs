@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use rendezvous_domain::{ResumeId, Timestamp};
-use rendezvous_ports::{ResumeRecord, ResumeSignal, StoreError, TenantScope};
+use rendezvous_domain::{ResumeId, Timestamp, WaitId};
+use rendezvous_ports::{Redelivered, ResumeRecord, ResumeSignal, StoreError, TenantScope};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
@@ -153,6 +153,38 @@ pub(super) async fn ack(
     Ok(result.rows_affected)
 }
 
+/// Sends a wait's resume again: clears its acknowledgement and lease, and wakes the streams of
+/// every instance. `None` when the wait has no resume.
+pub(super) async fn redeliver(
+    conn: &impl ConnectionTrait,
+    signal: &SqlResumeSignal,
+    wait_id: WaitId,
+) -> Result<Option<Redelivered>, StoreError> {
+    let Some(row) = resume_outbox::Entity::find()
+        .filter(resume_outbox::Column::WaitId.eq(wait_id.as_uuid()))
+        .one(conn)
+        .await
+        .map_err(db_err)?
+    else {
+        return Ok(None);
+    };
+    without_lease(resume_outbox::Entity::update_many())
+        .col_expr(
+            resume_outbox::Column::AckedAt,
+            Expr::value(Option::<i64>::None),
+        )
+        .filter(resume_outbox::Column::ResumeId.eq(row.resume_id))
+        .exec(conn)
+        .await
+        .map_err(db_err)?;
+    signal.notify_local();
+    signal.announce(conn).await?;
+    Ok(Some(Redelivered {
+        resume_id: ResumeId::from_uuid(row.resume_id),
+        was_acked: row.acked_at.is_some(),
+    }))
+}
+
 /// Frees the leases `owner` holds on unacknowledged resumes, and wakes the streams of every
 /// instance, which may take them at once.
 pub(super) async fn release(
@@ -160,15 +192,7 @@ pub(super) async fn release(
     signal: &SqlResumeSignal,
     owner: &str,
 ) -> Result<u64, StoreError> {
-    let result = resume_outbox::Entity::update_many()
-        .col_expr(
-            resume_outbox::Column::LeaseUntil,
-            Expr::value(Option::<i64>::None),
-        )
-        .col_expr(
-            resume_outbox::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
+    let result = without_lease(resume_outbox::Entity::update_many())
         .filter(resume_outbox::Column::LeaseOwner.eq(owner))
         .filter(resume_outbox::Column::AckedAt.is_null())
         .exec(conn)
@@ -179,4 +203,19 @@ pub(super) async fn release(
         signal.announce(conn).await?;
     }
     Ok(result.rows_affected)
+}
+
+/// An update that also frees the rows' leases.
+fn without_lease(
+    update: sea_orm::UpdateMany<resume_outbox::Entity>,
+) -> sea_orm::UpdateMany<resume_outbox::Entity> {
+    update
+        .col_expr(
+            resume_outbox::Column::LeaseUntil,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            resume_outbox::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
 }

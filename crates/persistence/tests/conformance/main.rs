@@ -11,6 +11,7 @@ mod calls;
 mod database;
 mod group_commit;
 mod nul;
+mod operators;
 mod resumes;
 mod retention;
 mod signal;
@@ -56,6 +57,8 @@ conformance!(
     database::migrations_are_idempotent,
     nul::text_with_nul_is_stored_and_read_back,
     nul::json_with_nul_is_stored_and_read_back,
+    operators::buffered_events_are_listed_by_tenant_newest_first,
+    operators::a_resume_is_redelivered_with_its_id,
     retention::finished_rows_are_purged_and_nothing_else,
     retention::purging_goes_in_bounded_rounds,
     unreadable::an_unreadable_wait_stops_no_sweep,
