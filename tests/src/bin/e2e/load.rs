@@ -68,6 +68,7 @@ pub(crate) async fn load(world: &World, instances: &mut [Instance], n: usize) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
+    let decided = operator_view(instances).await?;
     let seen = world.seen.lock().expect("lock");
     let mut resume_ids = std::collections::HashSet::new();
     for r in &registered {
@@ -107,7 +108,7 @@ pub(crate) async fn load(world: &World, instances: &mut [Instance], n: usize) ->
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Ok(format!(
-        "{n} waits, exactly {n} resumes; {:.0} joins/s ({:.1} s, registered in {:.1} s); last event to resume p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms ({} measured); one instance SIGKILLed and restarted",
+        "{n} waits, exactly {n} resumes; {decided} decisions counted on /metrics; {:.0} joins/s ({:.1} s, registered in {:.1} s); last event to resume p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms ({} measured); one instance SIGKILLed and restarted",
         n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         registered_in.as_secs_f64(),
@@ -117,4 +118,35 @@ pub(crate) async fn load(world: &World, instances: &mut [Instance], n: usize) ->
         pct(1.0),
         latencies.len()
     ))
+}
+
+/// What an operator sees after the load, on each instance's admin listener: ready on
+/// `/readyz`, `rendezvous_ready 1` on `/metrics`, and the decisions it counted (a restarted
+/// instance counts from its restart). Returns the decisions of every instance together.
+async fn operator_view(instances: &[Instance]) -> Result<f64> {
+    let mut decided = 0.0;
+    for instance in instances {
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], instance.admin_port()));
+        let (status, body) = rendezvous_tests::http_get(admin, "/readyz").await?;
+        ensure!(
+            status == 200,
+            "instance on port {}: /readyz {status} {body}",
+            instance.port()
+        );
+        let samples = rendezvous_tests::prometheus_samples(
+            &rendezvous_tests::http_get(admin, "/metrics").await?.1,
+        );
+        ensure!(
+            samples.get("rendezvous_ready") == Some(&1.0),
+            "instance on port {}: not ready on /metrics",
+            instance.port()
+        );
+        decided += samples
+            .iter()
+            .filter(|(series, _)| series.starts_with("rendezvous_decisions_total{"))
+            .map(|(_, v)| v)
+            .sum::<f64>();
+    }
+    ensure!(decided > 0.0, "no decision counted on any instance");
+    Ok(decided)
 }
