@@ -510,6 +510,18 @@ async fn one_join_is_one_trace_across_grpc_the_call_kafka_and_the_resume() {
     let consume = find(SpanKind::Consumer, "external-service.events");
     assert_eq!(hex(&consume.parent_span_id), parts[2]);
     find(SpanKind::Server, "DeliverApiResponse");
+    // Whichever event decided the wait, its span links back to the registration.
+    assert!(
+        spans.iter().any(|s| s
+            .links
+            .iter()
+            .any(|l| l.span_id == register.span_id && hex(&l.trace_id) == JOIN_TRACE_ID)),
+        "no span links to the registration: {:#?}",
+        spans
+            .iter()
+            .map(|s| (&s.name, s.links.len()))
+            .collect::<Vec<_>>()
+    );
     let send = find(SpanKind::Producer, "resume");
     assert_eq!(
         resume.traceparent.split('-').nth(2),

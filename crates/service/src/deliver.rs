@@ -70,7 +70,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 resume: resume.as_ref(),
             };
             match self.store.apply_change(change).await? {
-                ChangeOutcome::Applied => crate::metrics::decided(resume.as_ref()),
+                ChangeOutcome::Applied => {
+                    crate::metrics::decided(resume.as_ref());
+                    if resume.is_some() {
+                        // The event may be another trace's: the decision points back.
+                        crate::trace::link(&tracing::Span::current(), wait.state.trace.as_ref());
+                    }
+                }
                 ChangeOutcome::VersionMoved => return Ok(Attempt::Conflict),
                 // The inbox already has it although the state did not: a replay.
                 ChangeOutcome::AlreadyProcessed => {

@@ -21,6 +21,20 @@ pub fn continue_trace(span: &tracing::Span, parent: Option<&TraceContext>) {
     }
 }
 
+/// Links `span` to the registration's trace (`registration`): an event that decides a wait
+/// may come from another trace (a Kafka producer's, a gateway's), and the decision then points
+/// back to its wait's. A no-op without a context or a tracer.
+pub fn link(span: &tracing::Span, registration: Option<&TraceContext>) {
+    let Some(registration) = registration else {
+        return;
+    };
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Carrier(registration)));
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 /// The context a hop inside `span` sends on: the span's own when a tracer records it, else
 /// `fallback` (what the hop received).
 pub fn context_of(span: &tracing::Span, fallback: Option<&TraceContext>) -> Option<TraceContext> {
