@@ -243,11 +243,7 @@ pub(crate) async fn count_stats(
             Ok(stats) => {
                 counting.succeeded();
                 let now = SystemClock.now();
-                let age = |at: Option<Timestamp>| {
-                    at.map_or(0.0, |at| {
-                        (now.as_millis() - at.as_millis()).max(0) as f64 / 1000.0
-                    })
-                };
+                let age = |at: Option<Timestamp>| at.map_or(0.0, |at| now.seconds_since(at));
                 for status in STATUSES {
                     let n = stats
                         .waits_by_status

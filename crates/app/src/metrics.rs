@@ -119,14 +119,19 @@ impl Metrics {
         if let Err(e) = self.reader.collect(&mut collected) {
             tracing::warn!(error = %e, "collecting metrics failed");
         }
-        let mut out = String::with_capacity(16 * 1024);
-        for scope in collected.scope_metrics() {
-            for metric in scope.metrics() {
-                encode(&mut out, metric);
-            }
-        }
-        out
+        encode_all(&collected)
     }
+}
+
+/// Every metric collected, as Prometheus text.
+fn encode_all(collected: &ResourceMetrics) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    for scope in collected.scope_metrics() {
+        for metric in scope.metrics() {
+            encode(&mut out, metric);
+        }
+    }
+    out
 }
 
 /// The pull side: a manual reader shared between the provider and `/metrics`.
@@ -351,13 +356,7 @@ mod tests {
     fn render(reader: &Pull) -> String {
         let mut collected = ResourceMetrics::default();
         reader.collect(&mut collected).unwrap();
-        let mut out = String::new();
-        for scope in collected.scope_metrics() {
-            for metric in scope.metrics() {
-                encode(&mut out, metric);
-            }
-        }
-        out
+        encode_all(&collected)
     }
 
     #[test]

@@ -277,6 +277,7 @@ async fn channel(remote: &Remote) -> Result<(Channel, Bearer)> {
         .with_context(|| format!("connecting to {}", remote.server))?;
     Ok((channel, bearer))
 }
+
 async fn quarantined(remote: &Remote, limit: u32) -> Result<String> {
     let events = connect_admin(remote)
         .await?
@@ -612,28 +613,22 @@ fn json_lines(values: impl IntoIterator<Item = Value>) -> String {
     out
 }
 
-fn status_word(status: v1::WaitStatus) -> &'static str {
-    match status {
-        v1::WaitStatus::WaitingForEvents => "waiting_for_events",
-        v1::WaitStatus::WaitingForApi => "waiting_for_api",
-        v1::WaitStatus::WaitingForKafka => "waiting_for_kafka",
-        v1::WaitStatus::Completed => "completed",
-        v1::WaitStatus::TimedOut => "timed_out",
-        v1::WaitStatus::Cancelled => "cancelled",
-        v1::WaitStatus::Failed => "failed",
-        v1::WaitStatus::Unspecified => "unspecified",
+/// A status as the domain names it (`waiting_for_events`, `timed_out`, ...): the proto's enum
+/// name without its `WAIT_STATUS_` prefix, in lower case.
+fn status_word(status: v1::WaitStatus) -> String {
+    enum_word(status.as_str_name(), "WAIT_STATUS_")
+}
+
+/// An outcome as the domain names it; empty while the wait is open.
+fn outcome_word(outcome: v1::Outcome) -> String {
+    match outcome {
+        v1::Outcome::Unspecified => String::new(),
+        outcome => enum_word(outcome.as_str_name(), "OUTCOME_"),
     }
 }
 
-fn outcome_word(outcome: v1::Outcome) -> &'static str {
-    match outcome {
-        v1::Outcome::Completed => "completed",
-        v1::Outcome::Partial => "partial",
-        v1::Outcome::TimedOut => "timed_out",
-        v1::Outcome::Cancelled => "cancelled",
-        v1::Outcome::Failed => "failed",
-        v1::Outcome::Unspecified => "",
-    }
+fn enum_word(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
 }
 
 /// RFC 3339 (UTC, milliseconds) of a protobuf timestamp; empty when unset.
@@ -706,7 +701,7 @@ fn waits_table(waits: &[v1::Wait]) -> String {
                 w.wait_id.clone(),
                 w.tenant_id.clone(),
                 w.execution_id.clone(),
-                status_word(w.status()).to_owned(),
+                status_word(w.status()),
                 w.waiting_for.join(","),
                 time(w.created_at.as_ref()),
             ]
@@ -762,13 +757,13 @@ fn wait_details(w: &v1::Wait) -> String {
     field("execution", &w.execution_id);
     field("node", &w.node_id);
     field("workflow", &w.workflow_id);
-    field("status", status_word(w.status()));
+    field("status", &status_word(w.status()));
     field("condition", &w.condition);
     field("sources", &w.sources.join(", "));
     field("waiting for", &w.waiting_for.join(", "));
     field("created", &time(w.created_at.as_ref()));
     field("deadline", &time(w.deadline.as_ref()));
-    field("outcome", outcome_word(w.outcome()));
+    field("outcome", &outcome_word(w.outcome()));
     field("decided", &time(w.decided_at.as_ref()));
     field("reason", &w.reason);
     for e in &w.received {
@@ -803,6 +798,20 @@ fn wait_details(w: &v1::Wait) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_and_outcomes_read_as_the_domain_names_them() {
+        for raw in 1..=7 {
+            let status = v1::WaitStatus::try_from(raw).unwrap();
+            let word = status_word(status);
+            assert!(
+                rendezvous_domain::WaitStatus::parse(&word).is_some(),
+                "{word}"
+            );
+        }
+        assert_eq!(outcome_word(v1::Outcome::TimedOut), "timed_out");
+        assert_eq!(outcome_word(v1::Outcome::Unspecified), "");
+    }
 
     #[test]
     fn times_are_rfc3339_in_utc() {

@@ -50,14 +50,8 @@ pub fn init(config: &TelemetrySection) -> Result<TelemetryGuard> {
         LogFormat::Human => fmt.boxed(),
     };
     let (otel, provider) = if let Some(endpoint) = otlp_endpoint(config, "TRACES") {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-        if !config.otlp_endpoint.is_empty() {
-            exporter = exporter.with_endpoint(config.otlp_endpoint.clone());
-        }
-        if endpoint.starts_with("https://") {
-            exporter = exporter.with_tls_config(otlp_tls(config)?);
-        }
-        let exporter = exporter
+        let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        let exporter = to_collector(builder, config, &endpoint)?
             .build()
             .with_context(|| format!("building the OTLP trace exporter for {endpoint}"))?;
         let provider = SdkTracerProvider::builder()
@@ -112,17 +106,30 @@ pub(crate) fn otlp_metric_exporter(
     let Some(endpoint) = otlp_endpoint(config, "METRICS") else {
         return Ok(None);
     };
-    let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-    if !config.otlp_endpoint.is_empty() {
-        exporter = exporter.with_endpoint(config.otlp_endpoint.clone());
-    }
-    if endpoint.starts_with("https://") {
-        exporter = exporter.with_tls_config(otlp_tls(config)?);
-    }
-    exporter
+    let builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+    to_collector(builder, config, &endpoint)?
         .build()
         .map(Some)
         .with_context(|| format!("building the OTLP metric exporter for {endpoint}"))
+}
+
+/// An OTLP/gRPC exporter (of any signal) aimed at `endpoint`: `telemetry.otlp_endpoint` when
+/// set (else the exporter reads the standard variable itself), over TLS for `https://`.
+fn to_collector<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    config: &TelemetrySection,
+    endpoint: &str,
+) -> Result<B> {
+    let builder = if config.otlp_endpoint.is_empty() {
+        builder
+    } else {
+        builder.with_endpoint(config.otlp_endpoint.clone())
+    };
+    Ok(if endpoint.starts_with("https://") {
+        builder.with_tls_config(otlp_tls(config)?)
+    } else {
+        builder
+    })
 }
 
 /// TLS to the collector: the system's roots, and those of `telemetry.otlp_ca_file`.

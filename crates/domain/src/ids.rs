@@ -316,6 +316,17 @@ impl Timestamp {
         let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(millis))
     }
+
+    /// `self - duration`, saturating.
+    pub fn minus(self, duration: std::time::Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(millis))
+    }
+
+    /// Seconds from `earlier` to `self`; 0 when `earlier` is not earlier.
+    pub fn seconds_since(self, earlier: Timestamp) -> f64 {
+        self.0.saturating_sub(earlier.0).max(0) as f64 / 1000.0
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +340,16 @@ mod tests {
         assert!(CorrelationId::parse("a\nb").is_err());
         assert!(CorrelationId::parse("x".repeat(MAX_ID_LEN + 1)).is_err());
         assert_eq!(ExecutionId::parse("exec-1").unwrap().as_str(), "exec-1");
+    }
+
+    #[test]
+    fn time_differences_are_seconds_and_never_negative() {
+        let t = Timestamp::from_millis(10_500);
+        assert_eq!(t.seconds_since(Timestamp::from_millis(9_000)), 1.5);
+        assert_eq!(Timestamp::from_millis(9_000).seconds_since(t), 0.0);
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(t.minus(second), Timestamp::from_millis(9_500));
+        assert_eq!(t.minus(second).plus(second), t);
     }
 
     #[test]

@@ -7,23 +7,10 @@ use rendezvous_ports::{Clock, ResumeSignal, Store, TenantScope};
 use rendezvous_service::{Role, ServiceError, WaitLookup};
 use tonic::{Request, Response, Status};
 
-use crate::request::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::request::page_size;
 use crate::server::GrpcApi;
 use crate::status::to_status;
 use crate::{convert, v1};
-
-/// A page size as the other listings read it: 0 is the default, over the maximum is refused.
-fn page_size(requested: u32) -> Result<u32, Status> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(to_status(ServiceError::TooLarge {
-            what: "page_size".into(),
-            size: n as usize,
-            limit: MAX_PAGE_SIZE as usize,
-        })),
-        n => Ok(n),
-    }
-}
 
 #[tonic::async_trait]
 impl<S: Store, G: ResumeSignal, C: Clock> v1::admin_service_server::AdminService
@@ -42,7 +29,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::admin_service_server::AdminService
                 caller.name
             ))));
         }
-        let limit = page_size(request.into_inner().page_size)?;
+        let limit = page_size(request.into_inner().page_size).map_err(to_status)?;
         let events = self.service().quarantined(limit).await.map_err(to_status)?;
         Ok(Response::new(v1::ListQuarantinedResponse {
             events: events
@@ -68,7 +55,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::admin_service_server::AdminService
         let tenants = caller
             .scope("tenant_id", &request.tenant_id)
             .map_err(to_status)?;
-        let limit = page_size(request.page_size)?;
+        let limit = page_size(request.page_size).map_err(to_status)?;
         let events = self
             .service()
             .buffered(&tenants, limit)

@@ -150,13 +150,6 @@ pub(crate) fn list(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if r.page_size > MAX_PAGE_SIZE {
-        return Err(ServiceError::TooLarge {
-            what: "page_size".into(),
-            size: r.page_size as usize,
-            limit: MAX_PAGE_SIZE as usize,
-        });
-    }
     let after = match r.page_token.as_str() {
         "" => None,
         raw => Some(parse_page_token(raw)?),
@@ -166,13 +159,22 @@ pub(crate) fn list(
         statuses,
         execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
         created_before: r.created_before.as_ref().map(convert::from_timestamp),
-        limit: if r.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            r.page_size
-        },
+        limit: page_size(r.page_size)?,
         after,
     })
+}
+
+/// A listing's page size: 0 is [`DEFAULT_PAGE_SIZE`], over [`MAX_PAGE_SIZE`] is refused.
+pub(crate) fn page_size(requested: u32) -> Result<u32, ServiceError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(ServiceError::TooLarge {
+            what: "page_size".into(),
+            size: n as usize,
+            limit: MAX_PAGE_SIZE as usize,
+        }),
+        n => Ok(n),
+    }
 }
 
 /// The page token of a `ListWaits` page that ends at `next`.

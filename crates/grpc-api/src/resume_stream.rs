@@ -251,11 +251,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     Ok(id) => {
                         // Sent when its lease began: one ack timeout before it runs out.
                         if let Some(until) = in_flight.remove(&id) {
-                            let sent =
-                                until.as_millis() - self.config.ack_timeout.as_millis() as i64;
-                            rendezvous_service::metrics::resume_acked(
-                                (now.as_millis() - sent).max(0) as f64 / 1000.0,
-                            );
+                            let sent = until.minus(self.config.ack_timeout);
+                            rendezvous_service::metrics::resume_acked(now.seconds_since(sent));
                         }
                         batch.push(id);
                     }

@@ -138,7 +138,7 @@ pub(crate) fn decided(resume: Option<&ResumeRecord>) {
     let outcome = [KeyValue::new("outcome", resume.outcome.as_str())];
     INSTRUMENTS.decisions.add(1, &outcome);
     INSTRUMENTS.decision_duration.record(
-        seconds_between(resume.registered_at, resume.decided_at),
+        resume.decided_at.seconds_since(resume.registered_at),
         &outcome,
     );
 }
@@ -157,7 +157,7 @@ pub(crate) fn resumes_sent(resumes: &[ResumeRecord], now: Timestamp) {
         if first {
             INSTRUMENTS
                 .resume_send_delay
-                .record(seconds_between(resume.decided_at, now), &[]);
+                .record(now.seconds_since(resume.decided_at), &[]);
         }
     }
 }
@@ -172,8 +172,4 @@ pub(crate) fn api_call(outcome: &'static str, seconds: f64) {
     let outcome = [KeyValue::new("outcome", outcome)];
     INSTRUMENTS.api_calls.add(1, &outcome);
     INSTRUMENTS.api_call_duration.record(seconds, &outcome);
-}
-
-fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
-    (to.as_millis() - from.as_millis()).max(0) as f64 / 1000.0
 }
