@@ -7,6 +7,7 @@ mod m20261127_000001_initial;
 mod m20261127_000002_kafka;
 mod m20261127_000003_api_calls;
 mod m20261201_000004_retention;
+mod m20261207_000005_quarantine_replay;
 
 /// Every migration, oldest first. Applied in order by [`MigratorTrait::up`].
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_kafka::Migration),
             Box::new(m20261127_000003_api_calls::Migration),
             Box::new(m20261201_000004_retention::Migration),
+            Box::new(m20261207_000005_quarantine_replay::Migration),
         ]
     }
 }

@@ -291,37 +291,38 @@ async fn every_rpc_against_every_caller() -> Result<()> {
     use Code::{NotFound, Ok as Yes, PermissionDenied as Denied, Unauthenticated as Unauth};
     // Per caller: RegisterWait, ResumeStream, GetWait (A's wait by id), ListWaits,
     // CancelWait (A's wait by id), DeliverEvent and DeliverApiResponse (to A's wait), then the
-    // operators' ListQuarantined, ListBuffered and RedeliverResume (of the cancelled wait).
-    let expected: BTreeMap<&str, [Code; 10]> = BTreeMap::from([
-        ("none", [Unauth; 10]),
-        ("bad token", [Unauth; 10]),
-        ("expired token", [Unauth; 10]),
-        ("wrong issuer", [Unauth; 10]),
+    // operators' ListQuarantined, ListBuffered, RedeliverResume (of the cancelled wait) and
+    // ReplayQuarantined.
+    let expected: BTreeMap<&str, [Code; 11]> = BTreeMap::from([
+        ("none", [Unauth; 11]),
+        ("bad token", [Unauth; 11]),
+        ("expired token", [Unauth; 11]),
+        ("wrong issuer", [Unauth; 11]),
         (
             "engine A",
             [
-                Yes, Yes, Yes, Yes, Yes, Denied, Denied, Denied, Denied, Denied,
+                Yes, Yes, Yes, Yes, Yes, Denied, Denied, Denied, Denied, Denied, Denied,
             ],
         ),
         (
             "gateway A",
             [
-                Denied, Denied, Denied, Denied, Denied, Yes, Yes, Denied, Denied, Denied,
+                Denied, Denied, Denied, Denied, Denied, Yes, Yes, Denied, Denied, Denied, Denied,
             ],
         ),
         (
             "engine B",
             [
-                Yes, Yes, NotFound, Yes, NotFound, Denied, Denied, Denied, Denied, Denied,
+                Yes, Yes, NotFound, Yes, NotFound, Denied, Denied, Denied, Denied, Denied, Denied,
             ],
         ),
-        ("admin", [Yes; 10]),
+        ("admin", [Yes; 11]),
     ]);
     let mut mismatches = Vec::new();
     for (i, (name, token)) in credentials.iter().enumerate() {
         let token = token.as_deref();
         let victim = &victims[i];
-        let mut got = [Code::Ok; 10];
+        let mut got = [Code::Ok; 11];
         got[0] = code(&c.register(token, &format!("e-new-{i}"), "", "").await);
         got[1] = code(&c.stream(token, "").await);
         got[2] = code(
@@ -409,6 +410,16 @@ async fn every_rpc_against_every_caller() -> Result<()> {
                 .redeliver_resume(with(
                     v1::RedeliverResumeRequest {
                         wait_id: victim.wait_id.clone(),
+                    },
+                    token,
+                ))
+                .await,
+        );
+        got[10] = code(
+            &c.admin
+                .replay_quarantined(with(
+                    v1::ReplayQuarantinedRequest {
+                        ids: vec![i64::MAX],
                     },
                     token,
                 ))

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use rendezvous_domain::LeaseOwner;
 use rendezvous_grpc_api::{GrpcApi, v1};
 use rendezvous_http_caller::ReqwestCaller;
-use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress};
+use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress, RecordReplay};
 use rendezvous_persistence::{Database, SqlResumeSignal, SqlStore};
 use rendezvous_ports::SystemClock;
 use rendezvous_service::{Outage, WaitService};
@@ -205,12 +205,22 @@ impl Application {
             .tls
             .server_config()?
             .map(tokio_rustls::TlsAcceptor::from);
-        let api = GrpcApi::new(
+        let ingress_config = config
+            .kafka
+            .enabled
+            .then(|| config.kafka.ingress_config(embedded_kafka.is_some()));
+        let mut api = GrpcApi::new(
             service.clone(),
             config.resume.stream_config(),
             stopped.clone(),
         )
         .with_auth(auth);
+        if let Some(ingress_config) = &ingress_config {
+            api = api.with_record_reader(Arc::new(RecordReplay::new(
+                service.clone(),
+                ingress_config.clone(),
+            )));
+        }
         // gRPC health, /readyz and rendezvous_ready say the same: serving while the database
         // answers and the instance is not draining.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -265,8 +275,7 @@ impl Application {
                 stopped.clone(),
             ))
         });
-        let ingress = config.kafka.enabled.then(|| {
-            let ingress_config = config.kafka.ingress_config(embedded_kafka.is_some());
+        let ingress = ingress_config.map(|ingress_config| {
             tokio::spawn(KafkaIngress::new(service.clone(), ingress_config).run(stopped.clone()))
         });
         tracing::info!(%addr, database = %rendezvous_persistence::redact(&config.database_url()), postgres = database.is_postgres(), tls = config.server.tls.enabled(), "rendezvous listening");

@@ -1,4 +1,4 @@
-//! The operator commands of the binary: `waits list|get|cancel`, `quarantine list`,
+//! The operator commands of the binary: `waits list|get|cancel`, `quarantine list|replay`,
 //! `buffered list` and `resumes redeliver` talk gRPC to a running instance (with an admin
 //! credential: `RENDEZVOUS_TOKEN` as a bearer token, or a client certificate), `migrate
 //! [status]` works on the database of the configuration, and `config check|print` on the
@@ -95,6 +95,14 @@ pub enum QuarantineCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Sends quarantined events back through the door they came in by (a Kafka record is read
+    /// again with the topics waits name now; an expired early event is delivered again). An
+    /// event taken leaves the quarantine; one refused again stays with the new reason.
+    Replay {
+        /// The events' ids, as `quarantine list` shows them (at most 100).
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<i64>,
+    },
 }
 
 /// `buffered`'s subcommands.
@@ -180,6 +188,9 @@ impl Operation {
             Operation::Waits(remote, command) => waits(&remote, command).await,
             Operation::Quarantine(remote, QuarantineCommand::List { limit }) => {
                 quarantined(&remote, limit).await
+            }
+            Operation::Quarantine(remote, QuarantineCommand::Replay { ids }) => {
+                replay(&remote, ids).await
             }
             Operation::Buffered(remote, BufferedCommand::List { tenant, limit }) => {
                 buffered(&remote, tenant, limit).await
@@ -289,30 +300,67 @@ async fn quarantined(remote: &Remote, limit: u32) -> Result<String> {
     if remote.json {
         return Ok(json_lines(events.iter().map(|e| {
             json!({
+                "id": e.id,
                 "origin": e.origin,
                 "event_key": e.event_key,
                 "correlation_id": e.correlation_id,
                 "payload": e.payload,
                 "reason": e.reason,
                 "quarantined_at": time(e.quarantined_at.as_ref()),
+                "replays": e.replays,
+                "replayable": e.replayable,
             })
         })));
     }
-    let rows: Vec<[String; 4]> = events
+    let rows: Vec<[String; 6]> = events
         .iter()
         .map(|e| {
             [
+                e.id.to_string(),
                 time(e.quarantined_at.as_ref()),
                 e.origin.clone(),
                 e.correlation_id.clone(),
+                match (e.replayable, e.replays) {
+                    (false, _) => "no".to_owned(),
+                    (true, 0) => "yes".to_owned(),
+                    (true, n) => format!("yes ({n} refused)"),
+                },
                 e.reason.clone(),
             ]
         })
         .collect();
     Ok(table(
-        ["QUARANTINED", "ORIGIN", "CORRELATION", "REASON"],
+        [
+            "ID",
+            "QUARANTINED",
+            "ORIGIN",
+            "CORRELATION",
+            "REPLAYABLE",
+            "REASON",
+        ],
         &rows,
     ))
+}
+
+async fn replay(remote: &Remote, ids: Vec<i64>) -> Result<String> {
+    let results = connect_admin(remote)
+        .await?
+        .replay_quarantined(v1::ReplayQuarantinedRequest { ids })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .results;
+    let word = |r: &v1::ReplayResult| enum_word(r.outcome().as_str_name(), "REPLAY_OUTCOME_");
+    if remote.json {
+        return Ok(json_lines(results.iter().map(
+            |r| json!({"id": r.id, "outcome": word(r), "reason": r.reason}),
+        )));
+    }
+    let rows: Vec<[String; 3]> = results
+        .iter()
+        .map(|r| [r.id.to_string(), word(r), r.reason.clone()])
+        .collect();
+    Ok(table(["ID", "OUTCOME", "REASON"], &rows))
 }
 
 async fn buffered(remote: &Remote, tenant: Option<String>, limit: u32) -> Result<String> {

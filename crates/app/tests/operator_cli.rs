@@ -1,5 +1,5 @@
 //! The operator commands against a running instance, as an operator types them: `waits
-//! list|get|cancel`, `buffered list`, `quarantine list` and `resumes redeliver` over gRPC with
+//! list|get|cancel`, `buffered list`, `quarantine list|replay` and `resumes redeliver` over gRPC with
 //! an admin API key (refused without one), `migrate` and `migrate status` on a fresh database,
 //! `config check` and `config print` (secrets hidden).
 
@@ -258,11 +258,44 @@ async fn waits_list_get_and_cancel_against_a_running_instance() {
     };
     assert_eq!(quarantined["origin"], "buffer");
     assert!(!quarantined["reason"].as_str().unwrap().is_empty());
+    assert_eq!(quarantined["replayable"], true);
     let empty = ok(&rendezvous(
         &["buffered", "list", "--json", "--server", &server],
         &token,
     ));
     assert_eq!(empty, "");
+
+    // Replayed while still no wait has its correlation id: buffered again, out of the
+    // quarantine; a second replay of the same id finds nothing.
+    let id = quarantined["id"].as_i64().unwrap().to_string();
+    let replayed = ok(&rendezvous(
+        &["quarantine", "replay", &id, "--server", &server],
+        &token,
+    ));
+    assert!(replayed.starts_with("ID"), "{replayed}");
+    assert_eq!(
+        replayed
+            .lines()
+            .nth(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec![id.as_str(), "buffered"]),
+        "{replayed}"
+    );
+    let again = ok(&rendezvous(
+        &["quarantine", "replay", &id, "--json", "--server", &server],
+        &token,
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(again.trim()).unwrap()["outcome"],
+        "not_found"
+    );
+    let buffered = ok(&rendezvous(
+        &["buffered", "list", "--server", &server],
+        &token,
+    ));
+    assert!(buffered.contains("nobody-waits"), "{buffered}");
+    let none = rendezvous(&["quarantine", "replay", "--server", &server], &token);
+    assert_eq!(none.status.code(), Some(2), "at least one id is required");
 
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

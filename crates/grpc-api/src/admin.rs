@@ -1,10 +1,10 @@
 //! `AdminService`: the operator RPCs behind `rendezvous quarantine|buffered|resumes ...` —
-//! quarantined events, buffered early events, and sending a resume again. Admin role only;
-//! reads see the credential's tenants, and quarantined events (which may name none) need a
-//! credential of every tenant.
+//! quarantined events (listed and replayed), buffered early events, and sending a resume again.
+//! Admin role only; reads see the credential's tenants, and quarantined events (which may name
+//! none) need a credential of every tenant.
 
 use rendezvous_ports::{Clock, ResumeSignal, Store, TenantScope};
-use rendezvous_service::{Role, ServiceError, WaitLookup};
+use rendezvous_service::{MAX_REPLAY_IDS, Replayed, Role, ServiceError, WaitLookup};
 use tonic::{Request, Response, Status};
 
 use crate::request::page_size;
@@ -20,30 +20,77 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::admin_service_server::AdminService
         &self,
         request: Request<v1::ListQuarantinedRequest>,
     ) -> Result<Response<v1::ListQuarantinedResponse>, Status> {
-        let caller = self.caller(&request, Role::Admin, "ListQuarantined")?;
-        // A quarantined event may name no tenant (its tenant could not be read): only a
-        // credential of every tenant sees them.
-        if caller.scope("tenant_id", "").map_err(to_status)? != TenantScope::All {
-            return Err(to_status(ServiceError::PermissionDenied(format!(
-                "ListQuarantined needs a credential of every tenant; {} holds some",
-                caller.name
-            ))));
-        }
+        self.every_tenant(&request, "ListQuarantined")?;
         let limit = page_size(request.into_inner().page_size).map_err(to_status)?;
         let events = self.service().quarantined(limit).await.map_err(to_status)?;
         Ok(Response::new(v1::ListQuarantinedResponse {
             events: events
                 .into_iter()
-                .map(|q| v1::QuarantinedEvent {
-                    origin: q.origin,
-                    event_key: q.event_key.unwrap_or_default(),
-                    correlation_id: q.correlation_id.unwrap_or_default(),
-                    payload: q.payload,
-                    reason: q.reason,
-                    quarantined_at: Some(convert::timestamp(q.at)),
+                .map(|row| {
+                    let q = row.event;
+                    v1::QuarantinedEvent {
+                        replayable: q.replayable(),
+                        origin: q.origin,
+                        event_key: q.event_key.unwrap_or_default(),
+                        correlation_id: q.correlation_id.unwrap_or_default(),
+                        payload: q.payload,
+                        reason: q.reason,
+                        quarantined_at: Some(convert::timestamp(q.at)),
+                        id: row.id,
+                        replays: row.replays,
+                    }
                 })
                 .collect(),
         }))
+    }
+
+    async fn replay_quarantined(
+        &self,
+        request: Request<v1::ReplayQuarantinedRequest>,
+    ) -> Result<Response<v1::ReplayQuarantinedResponse>, Status> {
+        self.every_tenant(&request, "ReplayQuarantined")?;
+        let ids = request.into_inner().ids;
+        if ids.is_empty() || ids.len() > MAX_REPLAY_IDS {
+            return Err(to_status(ServiceError::invalid(
+                "ids",
+                format!(
+                    "{} ids; name 1 to {MAX_REPLAY_IDS} (MAX_REPLAY_IDS)",
+                    ids.len()
+                ),
+            )));
+        }
+        if let Some(id) = ids
+            .iter()
+            .enumerate()
+            .find_map(|(i, id)| ids[..i].contains(id).then_some(id))
+        {
+            return Err(to_status(ServiceError::invalid(
+                "ids",
+                format!("{id} is named twice"),
+            )));
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            let replayed = self
+                .service()
+                .replay(id, self.records())
+                .await
+                .map_err(to_status)?;
+            let (outcome, reason) = match replayed {
+                Replayed::Applied => (v1::ReplayOutcome::Applied, String::new()),
+                Replayed::Buffered => (v1::ReplayOutcome::Buffered, String::new()),
+                Replayed::Duplicate => (v1::ReplayOutcome::Duplicate, String::new()),
+                Replayed::Refused(reason) => (v1::ReplayOutcome::Refused, reason),
+                Replayed::NotReplayable(reason) => (v1::ReplayOutcome::NotReplayable, reason),
+                Replayed::NotFound => (v1::ReplayOutcome::NotFound, String::new()),
+            };
+            results.push(v1::ReplayResult {
+                id,
+                outcome: outcome.into(),
+                reason,
+            });
+        }
+        Ok(Response::new(v1::ReplayQuarantinedResponse { results }))
     }
 
     async fn list_buffered(
@@ -95,5 +142,20 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::admin_service_server::AdminService
             resume_id: redelivered.resume_id.to_string(),
             was_acked: redelivered.was_acked,
         }))
+    }
+}
+
+impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
+    /// Refuses a caller without the admin role or without every tenant: a quarantined event
+    /// may name no tenant (its tenant could not be read).
+    fn every_tenant<T>(&self, request: &Request<T>, rpc: &str) -> Result<(), Status> {
+        let caller = self.caller(request, Role::Admin, rpc)?;
+        if caller.scope("tenant_id", "").map_err(to_status)? != TenantScope::All {
+            return Err(to_status(ServiceError::PermissionDenied(format!(
+                "{rpc} needs a credential of every tenant; {} holds some",
+                caller.name
+            ))));
+        }
+        Ok(())
     }
 }

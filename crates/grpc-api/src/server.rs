@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rendezvous_domain::{TenantId, TraceContext};
 use rendezvous_ports::{Clock, ResumeSignal, Store};
 use rendezvous_service::{
-    Delivered, Delivery, Effect, Ignored, Principal, RegisterWait, Role, WaitService,
+    Delivered, Delivery, Effect, Ignored, Principal, RecordReader, RegisterWait, Role, WaitService,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -24,6 +24,7 @@ pub struct GrpcApi<S, G, C> {
     resume: ResumeStreamConfig,
     shutdown: watch::Receiver<bool>,
     auth: Authenticator,
+    records: Option<Arc<dyn RecordReader>>,
 }
 
 impl<S, G, C> Clone for GrpcApi<S, G, C> {
@@ -33,6 +34,7 @@ impl<S, G, C> Clone for GrpcApi<S, G, C> {
             resume: self.resume.clone(),
             shutdown: self.shutdown.clone(),
             auth: self.auth.clone(),
+            records: self.records.clone(),
         }
     }
 }
@@ -51,7 +53,15 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
             resume,
             shutdown,
             auth: Authenticator::open(),
+            records: None,
         }
+    }
+
+    /// Replays of quarantined Kafka records read them with `records` (the Kafka ingress's
+    /// reader); without one, ReplayQuarantined reports them as not replayable here.
+    pub fn with_record_reader(mut self, records: Arc<dyn RecordReader>) -> Self {
+        self.records = Some(records);
+        self
     }
 
     /// The same adapter, authenticating every call with `auth`.
@@ -65,6 +75,11 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     /// The use cases.
     pub(crate) fn service(&self) -> &WaitService<S, G, C> {
         &self.service
+    }
+
+    /// What reads quarantined Kafka records again, when this instance has a Kafka ingress.
+    pub(crate) fn records(&self) -> Option<&dyn RecordReader> {
+        self.records.as_deref()
     }
 
     pub(crate) fn caller<T>(

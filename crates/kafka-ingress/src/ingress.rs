@@ -18,10 +18,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, TopicPartitionList};
 use rendezvous_ports::{Clock, ResumeSignal, Store, TopicFields};
-use rendezvous_service::WaitService;
+use rendezvous_service::{TopicPolicy, WaitService};
 use tokio::sync::watch;
 
-use crate::extract::TopicIndex;
+use crate::extract::{Naming, TopicIndex};
 use crate::record::MAX_RECORD_ATTEMPTS;
 use crate::subscription::{Lookup, Subscription};
 
@@ -109,6 +109,15 @@ impl IngressConfig {
             .create_native_config()
             .map(drop)
             .map_err(|e| IngressError::Kafka(describe_error(&e)))
+    }
+
+    /// Where records carry their identity and tenant.
+    pub(crate) fn naming<'a>(&'a self, topics: &'a TopicPolicy) -> Naming<'a> {
+        Naming {
+            event_id_field: &self.event_id_field,
+            tenant_header: &self.tenant_header,
+            topics,
+        }
     }
 
     /// The consumer's librdkafka configuration: the ingress's own settings, then

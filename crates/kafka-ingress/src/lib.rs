@@ -14,9 +14,11 @@ mod extract;
 mod ingress;
 mod metrics;
 mod record;
+mod replay;
 mod subscription;
 
 pub use embedded::EmbeddedKafka;
 pub use extract::{Extracted, Naming, Record, TopicIndex, extract};
 pub use ingress::{IngressConfig, IngressError, IngressStats, KafkaIngress};
 pub use record::MAX_RECORD_ATTEMPTS;
+pub use replay::RecordReplay;

@@ -16,7 +16,7 @@ use rendezvous_service::parse::{optional, required, tenant};
 use rendezvous_service::{Delivered, Delivery, Effect, ServiceError};
 use tokio::sync::watch;
 
-use crate::extract::{Extracted, Naming, Record, TopicIndex, extract};
+use crate::extract::{Extracted, Record, TopicIndex, extract};
 use crate::ingress::KafkaIngress;
 
 /// How many times a record is tried when it fails for another reason than database
@@ -149,7 +149,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     ) -> bool {
         let quarantined = Quarantined {
             origin: format!(
-                "kafka:{}/{}/{}",
+                "{}{}/{}/{}",
+                Quarantined::KAFKA_ORIGIN,
                 message.topic(),
                 message.partition(),
                 message.offset()
@@ -162,6 +163,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
                 .unwrap_or_default(),
             reason: truncate_reason(&reason, MAX_RECORDED_REASON_BYTES),
             at: self.service.now(),
+            tenant: None,
+            // What a replay reads again; a value that is not UTF-8 could not be kept as it was.
+            headers: message
+                .payload()
+                .is_none_or(|p| std::str::from_utf8(p).is_ok())
+                .then(|| utf8_headers(message)),
         };
         let mut backoff = Backoff::new();
         let mut failures = 0;
@@ -204,16 +211,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
 
     /// One attempt at a record.
     async fn try_record(&self, index: &TopicIndex, message: &OwnedMessage) -> Result<(), Failure> {
-        let headers: BTreeMap<String, String> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|h| {
-                        Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = utf8_headers(message);
         let record = Record {
             topic: message.topic(),
             partition: message.partition(),
@@ -221,12 +219,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             value: message.payload(),
             headers: &headers,
         };
-        let naming = Naming {
-            event_id_field: &self.config.event_id_field,
-            tenant_header: &self.config.tenant_header,
-            topics: self.service.topic_policy(),
-        };
-        let extracted = extract(index, record, naming).map_err(|reason| Failure {
+        let extracted = extract(
+            index,
+            record,
+            self.config.naming(self.service.topic_policy()),
+        )
+        .map_err(|reason| Failure {
             ids: None,
             reason,
             class: Class::Refused,
@@ -261,9 +259,23 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     }
 }
 
+/// A record's headers with UTF-8 values (the others are not read).
+fn utf8_headers(message: &OwnedMessage) -> BTreeMap<String, String> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter_map(|h| {
+                    Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A record's ids, parsed into the service's delivery command (a bad id is refused naming
 /// the field, and the record quarantined with that reason).
-fn delivery(x: Extracted, topic: &str, size: usize) -> Result<Delivery, ServiceError> {
+pub(crate) fn delivery(x: Extracted, topic: &str, size: usize) -> Result<Delivery, ServiceError> {
     Ok(Delivery {
         tenant: tenant(&x.tenant_id)?,
         correlation_id: required("correlation_id", &x.correlation_id, CorrelationId::parse)?,

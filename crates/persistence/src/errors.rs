@@ -285,14 +285,12 @@ mod database_tests {
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        let quarantined = rendezvous_ports::Quarantined {
-            origin: "test".into(),
-            event_key: None,
-            correlation_id: None,
-            payload: "x".repeat(64 * 1024),
-            reason: "filling the disk".into(),
-            at: rendezvous_domain::Timestamp::from_millis(0),
-        };
+        let quarantined = rendezvous_ports::Quarantined::new(
+            "test",
+            "x".repeat(64 * 1024),
+            "filling the disk",
+            rendezvous_domain::Timestamp::from_millis(0),
+        );
         match store.quarantine(&quarantined).await {
             Err(StoreError::Unavailable(message)) => {
                 assert!(message.contains("full"), "{message}")

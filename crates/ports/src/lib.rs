@@ -18,8 +18,8 @@ pub use resume::{ResumeEvent, ResumeRecord};
 pub use scope::TenantScope;
 pub use store::{
     BufferedEvent, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
-    Redelivered, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx, StoredWait, TopicFields,
-    WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+    QuarantinedRow, Redelivered, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx,
+    StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 
 #[cfg(feature = "test-util")]

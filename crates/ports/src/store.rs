@@ -1,6 +1,7 @@
 //! The store port: waits, the inbox of processed events, the early-event buffer and the resume
 //! outbox, with transactions so that a state change and its effects commit together.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -106,6 +107,59 @@ pub struct Quarantined {
     pub reason: String,
     /// When.
     pub at: Timestamp,
+    /// Its tenant, when one was known (an early event's).
+    pub tenant: Option<String>,
+    /// A Kafka record's headers with UTF-8 values: what a replay reads besides the value.
+    /// `None` where the event cannot be replayed as received (a value that was not UTF-8, a
+    /// row set aside by a reader, a record quarantined before headers were kept).
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl Quarantined {
+    /// The origin of an early event nobody claimed within the buffer TTL.
+    pub const BUFFER_ORIGIN: &str = "buffer";
+
+    /// The prefix of a Kafka record's origin: `kafka:<topic>/<partition>/<offset>`.
+    pub const KAFKA_ORIGIN: &str = "kafka:";
+
+    /// Whether a replay can send it again: a Kafka record kept with its headers, or an early
+    /// event kept with its tenant. Rows that stored state could not be read from are kept for
+    /// inspection only.
+    pub fn replayable(&self) -> bool {
+        (self.origin.starts_with(Self::KAFKA_ORIGIN) && self.headers.is_some())
+            || (self.origin == Self::BUFFER_ORIGIN && self.tenant.is_some())
+    }
+
+    /// An event set aside with no tenant or headers kept (see the fields).
+    pub fn new(
+        origin: impl Into<String>,
+        payload: impl Into<String>,
+        reason: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            origin: origin.into(),
+            event_key: None,
+            correlation_id: None,
+            payload: payload.into(),
+            reason: reason.into(),
+            at,
+            tenant: None,
+            headers: None,
+        }
+    }
+}
+
+/// A quarantined event as listed: its row id (what a replay names) and how many replays
+/// failed so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRow {
+    /// The row's id.
+    pub id: i64,
+    /// How many times an operator replayed it and it was set aside again.
+    pub replays: u32,
+    /// The event.
+    pub event: Quarantined,
 }
 
 /// What one [`Store::purge`] round deleted, per kind of row.
@@ -339,7 +393,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     async fn quarantine(&self, event: &Quarantined) -> Result<(), StoreError>;
 
     /// The most recently quarantined events, newest first.
-    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
+    async fn quarantined(&self, limit: u32) -> Result<Vec<QuarantinedRow>, StoreError>;
+
+    /// One quarantined event, by row id.
+    async fn quarantined_event(&self, id: i64) -> Result<Option<QuarantinedRow>, StoreError>;
+
+    /// Settles a replay of a quarantined event: `None` (the event was taken) removes the row;
+    /// `Some(reason)` (set aside again) records the new reason and counts the replay. False
+    /// when the row is gone (another replay settled it).
+    async fn settle_replay(&self, id: i64, refused: Option<&str>) -> Result<bool, StoreError>;
 
     /// Pending early events of the tenants in scope, newest first.
     async fn list_buffered(

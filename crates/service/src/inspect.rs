@@ -2,8 +2,8 @@
 //! topics registered waits name, and the quarantine of events that could not be processed.
 
 use rendezvous_ports::{
-    BufferedSummary, Clock, Page, Quarantined, Redelivered, ResumeSignal, Store, StoredWait,
-    TenantScope, TopicFields, WaitQuery,
+    BufferedSummary, Clock, Page, Quarantined, QuarantinedRow, Redelivered, ResumeSignal, Store,
+    StoredWait, TenantScope, TopicFields, WaitQuery,
 };
 
 use crate::{ServiceError, WaitLookup, WaitService};
@@ -34,7 +34,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     }
 
     /// The most recently quarantined events, newest first (at most `limit`).
-    pub async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, ServiceError> {
+    pub async fn quarantined(&self, limit: u32) -> Result<Vec<QuarantinedRow>, ServiceError> {
         Ok(self.store.quarantined(limit).await?)
     }
 

@@ -9,7 +9,8 @@
 //! wait's version; a conflict reloads, re-applies the pure rule and retries (bounded, with
 //! jitter). It knows no transport and no database; adapters build its typed commands
 //! (`requests.rs`, with `parse`) and call it, the persistence adapter serves it. `metrics.rs`
-//! counts what the use cases do through the process's OpenTelemetry meter.
+//! counts what the use cases do through the process's OpenTelemetry meter; `replay.rs` sends
+//! quarantined events back through the door they came in by.
 
 mod access;
 mod calls;
@@ -23,6 +24,7 @@ pub mod metrics;
 mod outage;
 pub mod parse;
 mod register;
+mod replay;
 mod requests;
 mod resumes;
 mod retention;
@@ -35,6 +37,7 @@ pub use config::{ApiPolicy, ServiceConfig};
 pub use dispatch::DEFER as API_CALL_DEFER;
 pub use error::ServiceError;
 pub use outage::Outage;
+pub use replay::{MAX_REPLAY_IDS, RecordReader, Replayed};
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
 pub use retention::MAX_PURGE_ROUNDS;
 pub use service::WaitService;

@@ -10,11 +10,12 @@ use rendezvous_domain::{
 };
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig, SqlResumeSignal, SqlStore};
-use rendezvous_ports::Store;
 use rendezvous_ports::TenantScope;
 use rendezvous_ports::fakes::ManualClock;
+use rendezvous_ports::{Quarantined, Store};
 use rendezvous_service::{
-    Delivered, Delivery, RegisterWait, ServiceConfig, ServiceError, WaitLookup, WaitService,
+    Delivered, Delivery, RegisterWait, Registered, Replayed, ServiceConfig, ServiceError,
+    WaitLookup, WaitService,
 };
 use serde_json::json;
 
@@ -174,14 +175,7 @@ async fn an_early_event_expires_after_the_buffer_ttl_and_is_kept() {
     assert_eq!(h.service.expire_buffered().await.unwrap(), 0);
     h.clock.advance(1);
     assert_eq!(h.service.expire_buffered().await.unwrap(), 1);
-    let registered = h
-        .service
-        .register(RegisterWait {
-            correlation_id: Some(correlation_id),
-            ..registration("exec-1", kafka_only(60))
-        })
-        .await
-        .unwrap();
+    let registered = register_for(&h, correlation_id).await;
     assert_eq!(
         registered.wait.state.status(),
         WaitStatus::WaitingForEvents,
@@ -190,10 +184,143 @@ async fn an_early_event_expires_after_the_buffer_ttl_and_is_kept() {
     let quarantined = h.database.store().quarantined(10).await.unwrap();
     assert_eq!(quarantined.len(), 1);
     assert!(
-        quarantined[0].reason.contains("within the buffer TTL"),
+        quarantined[0]
+            .event
+            .reason
+            .contains("within the buffer TTL"),
         "{}",
-        quarantined[0].reason
+        quarantined[0].event.reason
     );
+}
+
+/// A wait of execution `exec-1` for one Kafka event with a correlation id of the caller's.
+async fn register_for(h: &Harness, correlation_id: CorrelationId) -> Registered {
+    h.service
+        .register(RegisterWait {
+            correlation_id: Some(correlation_id),
+            ..registration("exec-1", kafka_only(60))
+        })
+        .await
+        .unwrap()
+}
+
+/// Delivers an event of `execution` for `correlation_id` that no wait claims within the 10 s
+/// buffer TTL; the id it is quarantined under.
+async fn expired_early_event(h: &Harness, correlation_id: &CorrelationId, execution: &str) -> i64 {
+    h.service
+        .deliver(event(correlation_id, execution, "e-1"))
+        .await
+        .unwrap();
+    h.clock.advance(10_000);
+    assert_eq!(h.service.expire_buffered().await.unwrap(), 1);
+    h.service.quarantined(10).await.unwrap()[0].id
+}
+
+#[tokio::test]
+async fn an_expired_early_event_replayed_completes_its_wait_once() {
+    let h = harness(ServiceConfig {
+        buffer_ttl: Duration::from_secs(10),
+        ..ServiceConfig::default()
+    })
+    .await;
+    let correlation_id = CorrelationId::parse("c-replayed").unwrap();
+    let id = expired_early_event(&h, &correlation_id, "exec-1").await;
+    let registered = register_for(&h, correlation_id).await;
+    assert_eq!(registered.wait.state.status(), WaitStatus::WaitingForEvents);
+
+    assert_eq!(h.service.replay(id, None).await.unwrap(), Replayed::Applied);
+    let wait = h
+        .service
+        .get(by_id(registered.wait.state.key.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait.state.status(),
+        WaitStatus::Completed,
+        "the replayed event counted"
+    );
+    assert_eq!(resumes(&h).await.len(), 1);
+    assert!(
+        h.service.quarantined(10).await.unwrap().is_empty(),
+        "taken, so no longer set aside"
+    );
+    assert_eq!(
+        h.service.replay(id, None).await.unwrap(),
+        Replayed::NotFound
+    );
+}
+
+#[tokio::test]
+async fn an_expired_early_event_replayed_before_its_wait_is_buffered_again() {
+    let h = harness(ServiceConfig {
+        buffer_ttl: Duration::from_secs(10),
+        ..ServiceConfig::default()
+    })
+    .await;
+    let correlation_id = CorrelationId::parse("c-rebuffered").unwrap();
+    let id = expired_early_event(&h, &correlation_id, "exec-1").await;
+    assert_eq!(
+        h.service.replay(id, None).await.unwrap(),
+        Replayed::Buffered
+    );
+    let registered = register_for(&h, correlation_id).await;
+    assert_eq!(
+        registered.wait.state.status(),
+        WaitStatus::Completed,
+        "buffered anew with a fresh TTL, so the registration applies it"
+    );
+}
+
+#[tokio::test]
+async fn what_cannot_be_replayed_stays_with_the_reason() {
+    let h = harness(ServiceConfig::default()).await;
+    let at = Timestamp::from_millis(1);
+    let mut record = Quarantined::new("kafka:t/0/7", "{}", "no correlation id", at);
+    record.headers = Some(Default::default());
+    let kinds = [
+        (
+            Quarantined::new("wait:abc", "{}", "unreadable", at),
+            "stored state",
+        ),
+        (
+            Quarantined::new("kafka:t/0/6", "\u{fffd}", "not JSON", at),
+            "without its headers",
+        ),
+        (
+            Quarantined::new("buffer", "{}", "expired", at),
+            "without its tenant",
+        ),
+        (record, "no Kafka ingress"),
+    ];
+    for (q, why) in kinds {
+        h.service.quarantine(q).await.unwrap();
+        let row = h.service.quarantined(1).await.unwrap().remove(0);
+        match h.service.replay(row.id, None).await.unwrap() {
+            Replayed::NotReplayable(reason) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("{}: {other:?}", row.event.origin),
+        }
+        let kept = h.service.quarantined(1).await.unwrap().remove(0);
+        assert_eq!((kept.id, kept.replays), (row.id, 0), "kept as it was");
+    }
+}
+
+#[tokio::test]
+async fn a_replay_refused_again_keeps_the_event_with_the_new_reason() {
+    let h = harness(ServiceConfig {
+        buffer_ttl: Duration::from_secs(10),
+        ..ServiceConfig::default()
+    })
+    .await;
+    let correlation_id = CorrelationId::parse("c-mismatch").unwrap();
+    let id = expired_early_event(&h, &correlation_id, "exec-other").await;
+    register_for(&h, correlation_id).await;
+    let Replayed::Refused(reason) = h.service.replay(id, None).await.unwrap() else {
+        panic!("an execution-id mismatch is refused again");
+    };
+    assert!(reason.contains("exec-other"), "{reason}");
+    let kept = h.service.quarantined(10).await.unwrap().remove(0);
+    assert_eq!((kept.id, kept.replays), (id, 1));
+    assert_eq!(kept.event.reason, reason);
 }
 
 #[tokio::test]

@@ -394,11 +394,43 @@ pub struct QuarantinedEvent {
     pub reason: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "6")]
     pub quarantined_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// What ReplayQuarantined names it by.
+    #[prost(int64, tag = "7")]
+    pub id: i64,
+    /// How many replays set it aside again.
+    #[prost(uint32, tag = "8")]
+    pub replays: u32,
+    /// Whether ReplayQuarantined can send it again (an early event, or a Kafka record whose value
+    /// was UTF-8); rows that stored state could not be read from are kept for inspection only.
+    #[prost(bool, tag = "9")]
+    pub replayable: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListQuarantinedResponse {
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<QuarantinedEvent>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReplayQuarantinedRequest {
+    /// Quarantined events by id (QuarantinedEvent.id), at most 100, each once.
+    #[prost(int64, repeated, tag = "1")]
+    pub ids: ::prost::alloc::vec::Vec<i64>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReplayResult {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(enumeration = "ReplayOutcome", tag = "2")]
+    pub outcome: i32,
+    /// Why, for REFUSED and NOT_REPLAYABLE.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReplayQuarantinedResponse {
+    /// One per requested id, in the request's order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: ::prost::alloc::vec::Vec<ReplayResult>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListBufferedRequest {
@@ -588,6 +620,54 @@ impl DeliveryResult {
             "DELIVERY_RESULT_NO_MATCHING_SOURCE" => Some(Self::NoMatchingSource),
             "DELIVERY_RESULT_ALREADY_SATISFIED" => Some(Self::AlreadySatisfied),
             "DELIVERY_RESULT_LATE" => Some(Self::Late),
+            _ => None,
+        }
+    }
+}
+/// What one replay did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ReplayOutcome {
+    Unspecified = 0,
+    /// Applied to its wait (accepted, completing it, or recorded as ignored); left the quarantine.
+    Applied = 1,
+    /// Buffered for a wait that does not exist yet; left the quarantine.
+    Buffered = 2,
+    /// Already processed or buffered (an earlier replay took it); left the quarantine.
+    Duplicate = 3,
+    /// Refused again: stays quarantined with `reason`.
+    Refused = 4,
+    /// Cannot be sent again (`reason` says why); stays quarantined.
+    NotReplayable = 5,
+    /// No quarantined event has this id (purged, or taken by another replay).
+    NotFound = 6,
+}
+impl ReplayOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REPLAY_OUTCOME_UNSPECIFIED",
+            Self::Applied => "REPLAY_OUTCOME_APPLIED",
+            Self::Buffered => "REPLAY_OUTCOME_BUFFERED",
+            Self::Duplicate => "REPLAY_OUTCOME_DUPLICATE",
+            Self::Refused => "REPLAY_OUTCOME_REFUSED",
+            Self::NotReplayable => "REPLAY_OUTCOME_NOT_REPLAYABLE",
+            Self::NotFound => "REPLAY_OUTCOME_NOT_FOUND",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REPLAY_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "REPLAY_OUTCOME_APPLIED" => Some(Self::Applied),
+            "REPLAY_OUTCOME_BUFFERED" => Some(Self::Buffered),
+            "REPLAY_OUTCOME_DUPLICATE" => Some(Self::Duplicate),
+            "REPLAY_OUTCOME_REFUSED" => Some(Self::Refused),
+            "REPLAY_OUTCOME_NOT_REPLAYABLE" => Some(Self::NotReplayable),
+            "REPLAY_OUTCOME_NOT_FOUND" => Some(Self::NotFound),
             _ => None,
         }
     }
@@ -1613,6 +1693,31 @@ pub mod admin_service_client {
             ));
             self.inner.unary(req, path, codec).await
         }
+        /// Sends quarantined events back through the door they came in by, as they were received: a
+        /// Kafka record is read again with the topics waits name now, an early event that expired is
+        /// delivered again (buffered anew when its wait still does not exist). An event taken leaves
+        /// the quarantine; one refused again stays, with the new reason. Replaying twice is safe: the
+        /// event's key makes the second a duplicate. UNAVAILABLE when the database is; the other
+        /// outcomes are per event.
+        pub async fn replay_quarantined(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReplayQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReplayQuarantinedResponse>, tonic::Status>
+        {
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rendezvous.v1.AdminService/ReplayQuarantined",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new(
+                "rendezvous.v1.AdminService",
+                "ReplayQuarantined",
+            ));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1645,6 +1750,16 @@ pub mod admin_service_server {
             &self,
             request: tonic::Request<super::RedeliverResumeRequest>,
         ) -> std::result::Result<tonic::Response<super::RedeliverResumeResponse>, tonic::Status>;
+        /// Sends quarantined events back through the door they came in by, as they were received: a
+        /// Kafka record is read again with the topics waits name now, an early event that expired is
+        /// delivered again (buffered anew when its wait still does not exist). An event taken leaves
+        /// the quarantine; one refused again stays, with the new reason. Replaying twice is safe: the
+        /// event's key makes the second a duplicate. UNAVAILABLE when the database is; the other
+        /// outcomes are per event.
+        async fn replay_quarantined(
+            &self,
+            request: tonic::Request<super::ReplayQuarantinedRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReplayQuarantinedResponse>, tonic::Status>;
     }
     /// The operator-facing service: what was set aside, what waits for a wait, and sending a
     /// resume again. Admin role only; ListBuffered and RedeliverResume see the credential's
@@ -1831,6 +1946,48 @@ pub mod admin_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RedeliverResumeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rendezvous.v1.AdminService/ReplayQuarantined" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReplayQuarantinedSvc<T: AdminService>(pub Arc<T>);
+                    impl<T: AdminService>
+                        tonic::server::UnaryService<super::ReplayQuarantinedRequest>
+                        for ReplayQuarantinedSvc<T>
+                    {
+                        type Response = super::ReplayQuarantinedResponse;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReplayQuarantinedRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::replay_quarantined(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReplayQuarantinedSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

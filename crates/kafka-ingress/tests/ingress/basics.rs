@@ -83,7 +83,7 @@ async fn matching_filters_mismatches_duplicates_and_poison() {
         .await
         .unwrap()
         .into_iter()
-        .map(|q| q.reason)
+        .map(|q| q.event.reason)
         .collect();
     assert!(
         reasons.iter().any(|r| r.contains("not JSON")),

@@ -12,7 +12,8 @@ use rendezvous_persistence::{SqlStore, SqlTx};
 use rendezvous_ports::TenantScope;
 use rendezvous_ports::{
     ApiCallRecord, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
-    Redelivered, ResumeRecord, Store, StoreError, StoredWait, TopicFields, WaitChange, WaitQuery,
+    QuarantinedRow, Redelivered, ResumeRecord, Store, StoreError, StoredWait, TopicFields,
+    WaitChange, WaitQuery,
 };
 
 /// One injected failure: the error, how many more times it fires (`None`: always), and how
@@ -146,8 +147,16 @@ impl Store for FaultyStore {
         }
     }
 
-    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+    async fn quarantined(&self, limit: u32) -> Result<Vec<QuarantinedRow>, StoreError> {
         self.inner.quarantined(limit).await
+    }
+
+    async fn quarantined_event(&self, id: i64) -> Result<Option<QuarantinedRow>, StoreError> {
+        self.inner.quarantined_event(id).await
+    }
+
+    async fn settle_replay(&self, id: i64, refused: Option<&str>) -> Result<bool, StoreError> {
+        self.inner.settle_replay(id, refused).await
     }
 
     async fn list_buffered(

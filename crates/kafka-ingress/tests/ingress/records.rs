@@ -75,7 +75,7 @@ async fn poison_records_are_quarantined_and_their_partition_goes_on() {
         .await
         .unwrap()
         .into_iter()
-        .map(|q| (q.correlation_id, q.reason))
+        .map(|q| (q.event.correlation_id, q.event.reason))
         .collect();
     assert!(
         reasons.iter().any(
@@ -152,13 +152,13 @@ async fn an_internal_error_is_retried_a_bounded_number_of_times_then_quarantined
     assert_eq!((applied, quarantined), (2, 1));
     let q = h.database.store().quarantined(10).await.unwrap();
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0].correlation_id.as_deref(), Some(broken.as_str()));
+    assert_eq!(q[0].event.correlation_id.as_deref(), Some(broken.as_str()));
     assert_eq!(
-        q[0].reason,
+        q[0].event.reason,
         format!(
             "internal error: a row that cannot be read (gave up after {MAX_RECORD_ATTEMPTS} attempts)"
         )
     );
-    assert_eq!(q[0].origin, "kafka:internal/0/0");
+    assert_eq!(q[0].event.origin, "kafka:internal/0/0");
     ingress.stop().await;
 }

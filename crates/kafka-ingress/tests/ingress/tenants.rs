@@ -101,7 +101,7 @@ async fn reasons(h: &Harness) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|q| q.reason)
+        .map(|q| q.event.reason)
         .collect()
 }
 

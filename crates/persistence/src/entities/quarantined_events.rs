@@ -16,6 +16,11 @@ pub(crate) struct Model {
     #[sea_orm(column_type = "Text")]
     pub(crate) reason: String,
     pub(crate) quarantined_at: i64,
+    pub(crate) tenant_id: Option<String>,
+    /// A Kafka record's UTF-8 headers, as a JSON object; NULL when it cannot be replayed.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub(crate) headers: Option<String>,
+    pub(crate) replays: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

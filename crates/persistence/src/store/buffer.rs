@@ -3,14 +3,14 @@
 //! deleted silently).
 
 use rendezvous_domain::{CorrelationId, IncomingEvent, TenantId, Timestamp, WaitId};
-use rendezvous_ports::{BufferedEvent, BufferedSummary, StoreError, TenantScope};
+use rendezvous_ports::{BufferedEvent, BufferedSummary, Quarantined, StoreError, TenantScope};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use super::unreadable;
+use super::{events, unreadable};
 use crate::entities::{early_events, quarantined_events};
 use crate::rows::{BufferStatus, db_err, json};
 use crate::text;
@@ -180,18 +180,25 @@ pub(super) async fn expire(conn: &DatabaseConnection, now: Timestamp) -> Result<
     if expired.is_empty() {
         return Ok(0);
     }
-    let rows = expired.iter().map(|e| quarantined_events::ActiveModel {
-        origin: Set("buffer".to_owned()),
-        event_key: Set(Some(text::stored_owned(&e.event_key))),
-        correlation_id: Set(Some(text::stored_owned(&e.correlation_id))),
-        payload: Set(text::stored_owned(&e.event)),
-        reason: Set(text::stored_owned(&format!(
-            "no wait registered for correlation id {} within the buffer TTL (received at {} ms, expired at {} ms)",
-            e.correlation_id, e.received_at, e.expires_at
-        ))),
-        quarantined_at: Set(now.as_millis()),
-        ..Default::default()
-    });
+    let rows = expired
+        .iter()
+        .map(|e| {
+            events::row(&Quarantined {
+                event_key: Some(text::read(e.event_key.clone())),
+                correlation_id: Some(text::read(e.correlation_id.clone())),
+                tenant: Some(text::read(e.tenant_id.clone())),
+                ..Quarantined::new(
+                    Quarantined::BUFFER_ORIGIN,
+                    text::read(e.event.clone()),
+                    format!(
+                        "no wait registered for correlation id {} within the buffer TTL (received at {} ms, expired at {} ms)",
+                        e.correlation_id, e.received_at, e.expires_at
+                    ),
+                    now,
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     quarantined_events::Entity::insert_many(rows)
         .exec_without_returning(&tx)
         .await

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp, WaitId};
 use rendezvous_ports::{
     ApiCallRecord, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
-    Redelivered, ResumeRecord, Store, StoreError, StoredWait, TenantScope, TopicFields, WaitChange,
-    WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+    QuarantinedRow, Redelivered, ResumeRecord, Store, StoreError, StoredWait, TenantScope,
+    TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
 };
 use sea_orm::DatabaseConnection;
 
@@ -123,8 +123,16 @@ impl Store for SqlStore {
         events::quarantine(&self.conn, event).await
     }
 
-    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+    async fn quarantined(&self, limit: u32) -> Result<Vec<QuarantinedRow>, StoreError> {
         events::quarantined(&self.conn, limit).await
+    }
+
+    async fn quarantined_event(&self, id: i64) -> Result<Option<QuarantinedRow>, StoreError> {
+        events::quarantined_event(&self.conn, id).await
+    }
+
+    async fn settle_replay(&self, id: i64, refused: Option<&str>) -> Result<bool, StoreError> {
+        events::settle_replay(&self.conn, id, refused).await
     }
 
     async fn list_buffered(

@@ -110,6 +110,8 @@ where
             payload: raw,
             reason: reason.clone(),
             at: now,
+            tenant: None,
+            headers: None,
         },
     )
     .await?;
@@ -185,12 +187,14 @@ pub(crate) async fn expire_buffered(
     events::quarantine(
         conn,
         &Quarantined {
-            origin: "buffer".to_owned(),
+            origin: Quarantined::BUFFER_ORIGIN.to_owned(),
             event_key: Some(row.event_key.clone()),
             correlation_id: Some(row.correlation_id.clone()),
             payload: row.event.clone(),
             reason,
             at: now,
+            tenant: None,
+            headers: None,
         },
     )
     .await?;
@@ -238,6 +242,8 @@ pub(crate) async fn replace_resume(
             payload: row.resume.clone(),
             reason: reason.clone(),
             at: now,
+            tenant: None,
+            headers: None,
         },
     )
     .await?;
@@ -282,6 +288,8 @@ pub(crate) async fn fail_call(
             payload: row.request.clone(),
             reason: reason.clone(),
             at: now,
+            tenant: None,
+            headers: None,
         },
     )
     .await?;
@@ -317,6 +325,8 @@ pub(crate) async fn drop_topic(
             .to_string(),
             reason,
             at: now,
+            tenant: None,
+            headers: None,
         },
     )
     .await?;

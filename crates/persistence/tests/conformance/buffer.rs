@@ -72,12 +72,23 @@ pub(crate) async fn early_events_are_buffered_applied_and_expired(backend: Backe
         1,
         "an expired event is quarantined with its reason"
     );
-    assert_eq!(quarantined[0].event_key.as_deref(), Some("e2"));
+    assert_eq!(quarantined[0].event.event_key.as_deref(), Some("e2"));
     assert!(
-        quarantined[0].reason.contains("within the buffer TTL"),
+        quarantined[0]
+            .event
+            .reason
+            .contains("within the buffer TTL"),
         "{}",
-        quarantined[0].reason
+        quarantined[0].event.reason
     );
+    assert_eq!(
+        quarantined[0].event.tenant.as_deref(),
+        Some(tenant.as_str()),
+        "kept so that a replay can deliver it again"
+    );
+    let kept: rendezvous_domain::IncomingEvent =
+        serde_json::from_str(&quarantined[0].event.payload).unwrap();
+    assert_eq!(kept.key.as_str(), "e2", "the event as buffered");
     let mut tx = store.begin().await.unwrap();
     assert!(
         tx.pending_buffered(&tenant, &c, at(20))

@@ -59,6 +59,7 @@ conformance!(
     nul::json_with_nul_is_stored_and_read_back,
     operators::buffered_events_are_listed_by_tenant_newest_first,
     operators::a_resume_is_redelivered_with_its_id,
+    operators::a_replay_settles_its_quarantined_row,
     retention::finished_rows_are_purged_and_nothing_else,
     retention::purging_goes_in_bounded_rounds,
     unreadable::an_unreadable_wait_stops_no_sweep,

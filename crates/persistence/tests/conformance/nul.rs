@@ -35,9 +35,15 @@ pub(crate) async fn text_with_nul_is_stored_and_read_back(backend: Backend) {
             payload: format!("{{\"v\": 1}}{nasty}"),
             reason: format!("refused: {nasty}"),
             at: at(n as i64),
+            tenant: Some(format!("t{nasty}")),
+            headers: Some([(format!("h{nasty}"), format!("v{nasty}"))].into()),
         };
         store.quarantine(&q).await.unwrap();
-        assert_eq!(store.quarantined(1).await.unwrap(), [q]);
+        let listed = store.quarantined(1).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].event, q);
+        let by_id = store.quarantined_event(listed[0].id).await.unwrap();
+        assert_eq!(by_id.as_ref(), Some(&listed[0]));
     }
 
     // Idempotency keys and workflow ids, through the fresh path (batched on PostgreSQL) and

@@ -1,12 +1,12 @@
-//! What operators ask of the store: the pending early events of their tenants, and a resume
-//! sent again (acknowledged or not, with the same resume id).
+//! What operators ask of the store: the pending early events of their tenants, a resume sent
+//! again (acknowledged or not, with the same resume id), and a quarantined event replayed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rendezvous_domain::{CorrelationId, TenantId, WaitId};
 use rendezvous_persistence::testing::Backend;
-use rendezvous_ports::{Redelivered, Store, StoreTx, TenantScope};
+use rendezvous_ports::{Quarantined, Redelivered, Store, StoreTx, TenantScope};
 
 use crate::support::*;
 
@@ -135,5 +135,44 @@ pub(crate) async fn a_resume_is_redelivered_with_its_id(backend: Backend) {
             .len(),
         1
     );
+    database.close().await;
+}
+
+/// A replay that was taken removes the row; one set aside again keeps it with the new reason
+/// and counts the replay; an unknown id is reported as such.
+pub(crate) async fn a_replay_settles_its_quarantined_row(backend: Backend) {
+    let (_db, database, store) = open(backend).await;
+    for n in 1..=2 {
+        let mut q = Quarantined::new(format!("kafka:t/0/{n}"), "{}", "no correlation id", at(n));
+        q.headers = Some([("h".to_owned(), "v".to_owned())].into());
+        store.quarantine(&q).await.unwrap();
+    }
+    let listed = store.quarantined(10).await.unwrap();
+    let (second, first) = (listed[0].id, listed[1].id);
+    assert_eq!(listed[1].event.origin, "kafka:t/0/1");
+    assert_eq!(listed[1].replays, 0);
+
+    assert!(
+        store
+            .settle_replay(first, Some("still no correlation id"))
+            .await
+            .unwrap()
+    );
+    assert!(store.settle_replay(first, Some("and again")).await.unwrap());
+    let row = store.quarantined_event(first).await.unwrap().unwrap();
+    assert_eq!((row.replays, row.event.reason.as_str()), (2, "and again"));
+    assert_eq!(row.event.at, at(1), "quarantined when it first was");
+    assert_eq!(
+        row.event.headers,
+        Some([("h".to_owned(), "v".to_owned())].into())
+    );
+
+    assert!(store.settle_replay(second, None).await.unwrap());
+    assert_eq!(store.quarantined_event(second).await.unwrap(), None);
+    assert!(
+        !store.settle_replay(second, None).await.unwrap(),
+        "settled already"
+    );
+    assert_eq!(store.quarantined(10).await.unwrap().len(), 1);
     database.close().await;
 }

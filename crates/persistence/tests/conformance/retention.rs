@@ -84,14 +84,7 @@ pub(crate) async fn finished_rows_are_purged_and_nothing_else(backend: Backend) 
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.expire_buffered(at(2)).await.unwrap(), 1);
-    let recent = Quarantined {
-        origin: "kafka:t/0/1".into(),
-        event_key: None,
-        correlation_id: None,
-        payload: "x".into(),
-        reason: "recent".into(),
-        at: at(600),
-    };
+    let recent = Quarantined::new("kafka:t/0/1", "x", "recent", at(600));
     store.quarantine(&recent).await.unwrap();
 
     let counts = store.purge(at(100), 1000).await.unwrap();
@@ -114,7 +107,8 @@ pub(crate) async fn finished_rows_are_purged_and_nothing_else(backend: Backend) 
             "wait {n} is kept"
         );
     }
-    assert_eq!(store.quarantined(10).await.unwrap(), [recent]);
+    assert_eq!(store.quarantined(10).await.unwrap()[0].event, recent);
+    assert_eq!(store.quarantined(10).await.unwrap().len(), 1);
     let mut tx = store.begin().await.unwrap();
     let pending = tx.pending_buffered(&tenant, &c, at(3)).await.unwrap();
     assert_eq!(pending.len(), 1, "the pending early event is kept");
@@ -158,14 +152,7 @@ pub(crate) async fn purging_goes_in_bounded_rounds(backend: Backend) {
         insert(&store, &w).await;
         decide(&store, &w, n as i64, false).await;
         store
-            .quarantine(&Quarantined {
-                origin: format!("q{n}"),
-                event_key: None,
-                correlation_id: None,
-                payload: String::new(),
-                reason: "r".into(),
-                at: at(n as i64),
-            })
+            .quarantine(&Quarantined::new(format!("q{n}"), "", "r", at(n as i64)))
             .await
             .unwrap();
     }

@@ -97,8 +97,11 @@ pub(crate) async fn an_unreadable_wait_stops_no_sweep(backend: Backend) {
     assert_eq!(found.state.status(), WaitStatus::Failed);
     let quarantined = store.quarantined(10).await.unwrap();
     assert_eq!(quarantined.len(), 1, "the raw row is kept, once");
-    assert_eq!(quarantined[0].origin, format!("wait:{}", bad.state.key.id));
-    assert!(quarantined[0].payload.contains(&deep_json(200)));
+    assert_eq!(
+        quarantined[0].event.origin,
+        format!("wait:{}", bad.state.key.id)
+    );
+    assert!(quarantined[0].event.payload.contains(&deep_json(200)));
     database.close().await;
 }
 
@@ -270,7 +273,7 @@ pub(crate) async fn an_unreadable_early_event_stops_no_registration(backend: Bac
     drop(tx);
     let quarantined = store.quarantined(10).await.unwrap();
     assert_eq!(quarantined.len(), 1, "set aside once");
-    assert_eq!(quarantined[0].event_key.as_deref(), Some("e1"));
+    assert_eq!(quarantined[0].event.event_key.as_deref(), Some("e1"));
     database.close().await;
 }
 
