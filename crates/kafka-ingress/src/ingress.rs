@@ -6,11 +6,11 @@
 //! (`record.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -21,7 +21,7 @@ use rendezvous_ports::{Clock, ResumeSignal, Store, TopicFields};
 use rendezvous_service::{TopicPolicy, WaitService};
 use tokio::sync::watch;
 
-use crate::extract::{Naming, TopicIndex};
+use crate::extract::{Extracted, Naming, TopicIndex};
 use crate::record::MAX_RECORD_ATTEMPTS;
 use crate::subscription::{Lookup, Subscription};
 
@@ -53,6 +53,14 @@ pub struct IngressConfig {
     /// How many times a record failing for another reason than database unavailability is
     /// tried before it is quarantined (and its quarantine insert before it is passed over).
     pub max_record_attempts: u32,
+    /// Most waits whose records are handled at once (records of one wait are handled in
+    /// order).
+    pub max_in_flight: usize,
+    /// librdkafka's `fetch.wait.max.ms`: how long a fetch may wait at the broker for records.
+    /// A broker that answers a waiting fetch as soon as a record arrives (Apache Kafka) makes
+    /// this only the idle poll interval; one that holds it to the end (the embedded mock
+    /// cluster, Tansu) adds up to this much to every event's latency.
+    pub fetch_wait: Duration,
     /// Extra librdkafka properties (security settings, tuning; they win over the ingress's
     /// own defaults such as `partition.assignment.strategy`). Security: `security.protocol`
     /// `SSL` or `SASL_SSL` (librdkafka is built with OpenSSL), `sasl.mechanism` `PLAIN`,
@@ -85,6 +93,8 @@ impl IngressConfig {
             max_batch: 500,
             auto_offset_reset: "earliest".into(),
             max_record_attempts: MAX_RECORD_ATTEMPTS,
+            max_in_flight: 64,
+            fetch_wait: Duration::from_millis(10),
             properties: BTreeMap::new(),
         }
     }
@@ -137,6 +147,10 @@ impl IngressConfig {
             // member of a group must use the same protocol.
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
+            )
             .set(
                 "statistics.interval.ms",
                 crate::metrics::STATISTICS_INTERVAL_MS,
@@ -498,8 +512,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         }
     }
 
-    /// Processes a batch: partitions concurrently, records in order within each; stores each
-    /// partition's offset after its records are done. Returns false on shutdown mid-batch.
+    /// Processes a batch. Records of one wait (one tenant and correlation id) are handled in
+    /// order, in a lane of their own; lanes run concurrently, at most
+    /// [`IngressConfig::max_in_flight`] at once, whatever their partitions: a wait's decision
+    /// does not depend on the order its events arrive in, and concurrent changes share the
+    /// store's group commit. Records that cannot be read share one lane (they are only
+    /// quarantined). Each partition's offset is stored once its records are done; on shutdown
+    /// mid-batch, up to the record before its first one not done. Returns false on shutdown
+    /// mid-batch.
     async fn process(
         &self,
         consumer: &StreamConsumer<IngressContext>,
@@ -507,39 +527,61 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
         batch: Vec<OwnedMessage>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
-        let mut partitions: BTreeMap<(String, i32), Vec<OwnedMessage>> = BTreeMap::new();
-        for message in batch {
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            partitions
-                .entry((message.topic().to_owned(), message.partition()))
-                .or_default()
-                .push(message);
-        }
-        let work = partitions
+        let records: Vec<(OwnedMessage, Result<Extracted, String>)> = batch
             .into_iter()
-            .map(|((topic, partition), messages)| {
+            .map(|message| {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let read = self.read(index, &message);
+                (message, read)
+            })
+            .collect();
+        let mut lanes: BTreeMap<Option<(&str, &str)>, Vec<usize>> = BTreeMap::new();
+        for (i, (_, read)) in records.iter().enumerate() {
+            let wait = read
+                .as_ref()
+                .ok()
+                .map(|x| (x.tenant_id.as_str(), x.correlation_id.as_str()));
+            lanes.entry(wait).or_default().push(i);
+        }
+        let done: Vec<AtomicBool> = records.iter().map(|_| AtomicBool::new(false)).collect();
+        futures_util::stream::iter(lanes.into_values())
+            .for_each_concurrent(self.config.max_in_flight.max(1), |lane| {
+                let (records, done) = (&records, &done);
                 let mut shutdown = shutdown.clone();
                 async move {
-                    let mut last_done = None;
-                    for message in &messages {
-                        if !self.handle_until_done(index, message, &mut shutdown).await {
-                            break;
+                    for i in lane {
+                        let (message, read) = &records[i];
+                        if !self.handle_until_done(read, message, &mut shutdown).await {
+                            return;
                         }
-                        last_done = Some(message.offset());
+                        done[i].store(true, Ordering::Relaxed);
                     }
-                    (topic, partition, last_done)
                 }
-            });
+            })
+            .await;
+        // Per partition: the offset of its last record before the first one not done, and
+        // whether one was not done.
+        let mut partitions: BTreeMap<(&str, i32), (Option<i64>, bool)> = BTreeMap::new();
+        for ((message, _), done) in records.iter().zip(&done) {
+            let (last_done, stopped) = partitions
+                .entry((message.topic(), message.partition()))
+                .or_default();
+            if done.load(Ordering::Relaxed) && !*stopped {
+                *last_done = Some(message.offset());
+            } else {
+                *stopped = true;
+            }
+        }
         let mut complete = true;
-        for (topic, partition, last_done) in futures_util::future::join_all(work).await {
+        for ((topic, partition), (last_done, stopped)) in partitions {
             if let Some(offset) = last_done
-                && let Err(e) = consumer.store_offset(&topic, partition, offset)
+                && let Err(e) = consumer.store_offset(topic, partition, offset)
             {
                 // The partition was revoked meanwhile: its new owner reprocesses; the inbox
                 // makes that a no-op.
                 tracing::warn!(topic, partition, offset, error = %e, "cannot store offset");
             }
-            complete &= last_done.is_some();
+            complete &= !stopped;
         }
         complete || !*shutdown.borrow()
     }

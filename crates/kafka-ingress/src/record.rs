@@ -88,24 +88,46 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     /// holds it. False on shutdown: the record is not done and its offset must not be stored.
     pub(crate) async fn handle_until_done(
         &self,
-        index: &TopicIndex,
+        read: &Result<Extracted, String>,
         message: &OwnedMessage,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let span = consume_span(message);
-        tracing::Instrument::instrument(self.handle_in_span(index, message, shutdown), span).await
+        tracing::Instrument::instrument(self.handle_in_span(read, message, shutdown), span).await
+    }
+
+    /// What a record carries (see [`extract`]), or the reason to quarantine it. Read once per
+    /// record: the ids it yields decide which records may be handled concurrently.
+    pub(crate) fn read(
+        &self,
+        index: &TopicIndex,
+        message: &OwnedMessage,
+    ) -> Result<Extracted, String> {
+        let headers = utf8_headers(message);
+        let record = Record {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            value: message.payload(),
+            headers: &headers,
+        };
+        extract(
+            index,
+            record,
+            self.config.naming(self.service.topic_policy()),
+        )
     }
 
     async fn handle_in_span(
         &self,
-        index: &TopicIndex,
+        read: &Result<Extracted, String>,
         message: &OwnedMessage,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let mut backoff = Backoff::new();
         let mut failures = 0;
         let (ids, reason) = loop {
-            let failure = match self.try_record(index, message).await {
+            let failure = match self.try_record(read, message).await {
                 Ok(()) => return true,
                 Err(failure) => failure,
             };
@@ -210,21 +232,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
     }
 
     /// One attempt at a record.
-    async fn try_record(&self, index: &TopicIndex, message: &OwnedMessage) -> Result<(), Failure> {
-        let headers = utf8_headers(message);
-        let record = Record {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            value: message.payload(),
-            headers: &headers,
-        };
-        let extracted = extract(
-            index,
-            record,
-            self.config.naming(self.service.topic_policy()),
-        )
-        .map_err(|reason| Failure {
+    async fn try_record(
+        &self,
+        read: &Result<Extracted, String>,
+        message: &OwnedMessage,
+    ) -> Result<(), Failure> {
+        let extracted = read.clone().map_err(|reason| Failure {
             ids: None,
             reason,
             class: Class::Refused,

@@ -397,3 +397,34 @@ fn adapters_get_the_sections_settings() {
     assert_eq!(database.connect_timeout, Duration::from_secs(4));
     assert_eq!(database.url, config.database_url());
 }
+
+#[test]
+fn the_fetch_wait_is_short_only_where_the_broker_needs_it() {
+    let auto = run(&[], &[]).unwrap().kafka;
+    assert_eq!(
+        auto.ingress_config(true).fetch_wait,
+        Duration::from_millis(10)
+    );
+    assert_eq!(
+        auto.ingress_config(false).fetch_wait,
+        Duration::from_millis(500)
+    );
+    let fixed = run(&[], &[("RENDEZVOUS__KAFKA__FETCH_WAIT", "25ms")])
+        .unwrap()
+        .kafka;
+    for embedded in [true, false] {
+        assert_eq!(
+            fixed.ingress_config(embedded).fetch_wait,
+            Duration::from_millis(25)
+        );
+    }
+    let zero = error(&[], &[("RENDEZVOUS__KAFKA__FETCH_WAIT", "0ms")]);
+    assert!(zero.contains("fetch_wait must be at least 1ms"), "{zero}");
+    let bad = error(&[], &[("RENDEZVOUS__KAFKA__FETCH_WAIT", "soon")]);
+    assert!(bad.contains("or \"auto\""), "{bad}");
+    let owned = error(
+        &[],
+        &[("RENDEZVOUS__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "5")],
+    );
+    assert!(owned.contains("set kafka.fetch_wait instead"), "{owned}");
+}

@@ -1,7 +1,8 @@
 //! Records that fail: refused ones (not JSON, too deep, a NUL where an id belongs) are
 //! quarantined at once; an internal error is retried a bounded number of times and then
-//! quarantined; only an unavailable database holds the partition; a record whose quarantine
-//! insert keeps failing is logged and passed over. The records behind them are applied.
+//! quarantined; only an unavailable database holds a wait's records (and its partition's
+//! offset), never another wait's; a record whose quarantine insert keeps failing is logged
+//! and passed over. The records behind them are applied.
 
 use std::sync::atomic::Ordering;
 
@@ -53,8 +54,15 @@ async fn poison_records_are_quarantined_and_their_partition_goes_on() {
         &[],
     )
     .await;
+    // The poison shares the batch with it, not its lane: the record of another wait is not
+    // held behind them.
     eventually("the record behind the poison applied", async || {
         status(&h, &after).await == "completed"
+    })
+    .await;
+    eventually("every record done", async || {
+        let (_, applied, _, _, quarantined) = ingress.stats.snapshot();
+        applied + quarantined + ingress.stats.skipped.load(Ordering::Relaxed) == 5
     })
     .await;
     let (received, applied, buffered, duplicates, quarantined) = ingress.stats.snapshot();
@@ -133,8 +141,12 @@ async fn an_internal_error_is_retried_a_bounded_number_of_times_then_quarantined
         )
         .await;
     }
+    // Each wait's records have a lane of their own: the one held by the unavailable database
+    // holds no other (its partition's offset waits for it all the same).
     eventually("the records behind the broken one applied", async || {
-        status(&h, &after).await == "completed"
+        // (the held wait's status is read after: reading it would consume the faults)
+        let (_, applied, _, _, quarantined) = ingress.stats.snapshot();
+        status(&h, &after).await == "completed" && (applied, quarantined) == (2, 1)
     })
     .await;
     assert_eq!(

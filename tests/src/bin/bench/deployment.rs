@@ -97,6 +97,10 @@ impl Deployment {
                         rendezvous_tests::procs::SERVICE_TOPIC.into(),
                     ));
                     env.push(("RENDEZVOUS__KAFKA__GROUP_INSTANCE_ID".into(), name.clone()));
+                    // Tansu holds a fetch to its end (docs/configuration.md, kafka.fetch_wait).
+                    if std::env::var_os("RENDEZVOUS__KAFKA__FETCH_WAIT").is_none() {
+                        env.push(("RENDEZVOUS__KAFKA__FETCH_WAIT".into(), "10ms".into()));
+                    }
                 }
                 None => env.push(("RENDEZVOUS__KAFKA__ENABLED".into(), "false".into())),
             }

@@ -106,6 +106,8 @@ async fn run() -> Result<bool> {
             ("RENDEZVOUS__DATABASE__URL", database_url.as_str()),
             ("RENDEZVOUS__KAFKA__BROKERS", bootstrap.as_str()),
             ("RENDEZVOUS__KAFKA__REFRESH_INTERVAL", "500ms"),
+            // Tansu holds a fetch to its end (docs/configuration.md, kafka.fetch_wait).
+            ("RENDEZVOUS__KAFKA__FETCH_WAIT", "10ms"),
             // Real brokers: only configured topics (the service's, and the abuse scenario's
             // topics that do not exist), their records the default tenant's.
             (
