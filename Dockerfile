@@ -9,6 +9,12 @@
 #
 # deploy/compose.yaml runs two instances of it with PostgreSQL, Kafka (Tansu), an OpenTelemetry
 # collector and Prometheus; deploy/helm/rendezvous/ deploys it on Kubernetes.
+#
+# Without a registry, `cargo xtask image` (xtask/src/image.rs, docs/container.md) builds the
+# same runtime image FROM scratch with podman: target/release/rendezvous, its shared libraries
+# and a passwd file, then the runtime stage's ARG, LABEL, ENV, VOLUME, WORKDIR, USER, EXPOSE,
+# ENTRYPOINT and CMD read from this file, and its HEALTHCHECK options with a command that needs
+# no shell. Change them here and both images follow.
 
 # The toolchain CI builds with (Cargo.toml's rust-version is the oldest that works).
 ARG RUST_VERSION=1.95
@@ -92,7 +98,9 @@ EXPOSE 50151 50152
 # The image has no curl: bash (in every Debian image) asks /livez over /dev/tcp and passes on an
 # HTTP 200. /livez answers while the process runs; /readyz (the database reachable, not
 # draining) is for routing traffic, which Kubernetes' readiness probe and compose's
-# `depends_on` do. Port 50152 is admin.listen's above: change both together.
+# `depends_on` do. Port 50152 is admin.listen's above: change both together. (`cargo xtask
+# image` keeps these options but runs `rendezvous waits list --limit 0 --json`, which connects
+# to the gRPC listener and asks for nothing: its image has no bash.)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/50152 && printf 'GET /livez HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && IFS= read -r -t 2 status <&3 && [[ $status == HTTP/1.?' 200'* ]]"]
 

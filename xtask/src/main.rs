@@ -1,9 +1,10 @@
 //! `cargo xtask`: developer tasks (codegen, proto checks, the CI pipeline, e2e, bench, tool
-//! installs) and the tidy tests.
+//! installs, the registry-free container image) and the tidy tests.
 
 mod ci;
 mod codegen;
 mod e2e;
+mod image;
 #[cfg(test)]
 mod manifests;
 mod postgres;
@@ -29,7 +30,10 @@ tasks:
   bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka]
         [--floor-joins N] [--scale-waits N] [--ceiling-secs S]
                       the two-event join benchmark (release build); prints a table and a JSON line
-  tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache";
+  tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache
+  image [--smoke]     the container image without a registry: FROM scratch with target/release/rendezvous and its
+                      shared libraries, built by podman (installed when missing) as localhost/rendezvous:<revision>
+                      (--smoke: run it on PostgreSQL, probe it, drive joins through it with rendezvous-bench, SIGTERM)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         ["tools"] => tools::run(),
         ["e2e", rest @ ..] => e2e::run(e2e::Harness::E2e, rest),
         ["bench", rest @ ..] => e2e::run(e2e::Harness::Bench, rest),
+        ["image", rest @ ..] => image::run(rest),
         ["help" | "--help" | "-h"] => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
