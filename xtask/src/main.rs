@@ -27,7 +27,7 @@ tasks:
   e2e [--waits N] [--throwaway-postgres]
                       three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
                       (DATABASE_URL / KAFKA_BOOTSTRAP use outside servers)
-  bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka]
+  bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka|--kafka-embedded]
         [--floor-joins N] [--scale-waits N] [--ceiling-secs S]
                       the two-event join benchmark (release build); prints a table and a JSON line
   tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache

@@ -35,6 +35,8 @@ pub(crate) struct Args {
     pub(crate) instances: usize,
     pub(crate) backend: Backend,
     pub(crate) kafka: bool,
+    /// With `kafka`: the embedded mock cluster (librdkafka's, in this process), not Tansu.
+    pub(crate) embedded_kafka: bool,
     pub(crate) secure: bool,
     pub(crate) floor_joins: usize,
     pub(crate) scale_waits: usize,
@@ -42,7 +44,7 @@ pub(crate) struct Args {
 }
 
 const USAGE: &str = "--joins N (20000) --concurrency C (64) --instances K (1) --database postgres|sqlite \
---kafka (events through the broker, not gRPC) \
+--kafka (events through the broker, not gRPC) --kafka-embedded (through the embedded mock cluster, in the bench's process) \
 --secure (TLS; the engine's stream over its client certificate, registrations with a JWT, deliveries with an API key) --floor-joins N (1000, 0 skips) \
 --scale-waits N (1000000, 0 skips) --ceiling-secs S (10, 0 skips) --binary --tansu --out";
 
@@ -56,6 +58,7 @@ fn args() -> Result<Args> {
         instances: 1,
         backend: Backend::Postgres,
         kafka: false,
+        embedded_kafka: false,
         secure: false,
         floor_joins: 1_000,
         scale_waits: 1_000_000,
@@ -65,6 +68,11 @@ fn args() -> Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--kafka" {
             args.kafka = true;
+            continue;
+        }
+        if flag == "--kafka-embedded" {
+            args.kafka = true;
+            args.embedded_kafka = true;
             continue;
         }
         if flag == "--secure" {
@@ -151,9 +159,22 @@ async fn run() -> Result<()> {
         }
     };
     let mut _broker = None;
+    let mut _embedded = None;
     let bootstrap = if args.kafka {
         let b = match std::env::var("KAFKA_BOOTSTRAP") {
             Ok(b) => b,
+            Err(_) if args.embedded_kafka => {
+                // The service's own embedded broker, started here so that every instance
+                // shares it; it creates the topic itself (it has no CreateTopics).
+                let kafka = rendezvous_kafka_ingress::EmbeddedKafka::start(1)
+                    .map_err(anyhow::Error::msg)?;
+                kafka
+                    .create_topic(rendezvous_tests::procs::SERVICE_TOPIC, 3)
+                    .map_err(anyhow::Error::msg)?;
+                let b = kafka.bootstrap_servers().to_owned();
+                _embedded = Some(kafka);
+                b
+            }
             Err(_) => {
                 let started = Broker::start(
                     args.tansu
@@ -167,7 +188,9 @@ async fn run() -> Result<()> {
                 b
             }
         };
-        create_topic(&b).await?;
+        if !args.embedded_kafka {
+            create_topic(&b).await?;
+        }
         Some(b)
     } else {
         None
