@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures:
 //! formatting, codegen, the proto contract (buf lint and breaking), clippy, every test (with
-//! Tansu installed first, for the Kafka SASL test), then the e2e.
+//! Tansu installed first, for the Kafka SASL test), then the e2e, then a few seconds of the
+//! benchmark through each path (gRPC, the embedded broker, Tansu), printed and not judged.
 
 use std::process::Command;
 
@@ -33,6 +34,26 @@ pub(crate) fn run() -> Result<()> {
     // (installed once per machine into the tool cache), faults and a 10,000-wait load phase.
     eprintln!("ci: cargo xtask e2e");
     e2e::run(e2e::Harness::E2e, &[])?;
+    // A few seconds of each benchmark path so that the harness cannot rot: it prints numbers
+    // and asserts none (a CI machine's speed says nothing; docs/performance.md compares runs
+    // made in one session).
+    for events in [&[][..], &["--kafka-embedded"], &["--kafka"]] {
+        let mut args = vec![
+            "--joins",
+            "300",
+            "--concurrency",
+            "16",
+            "--floor-joins",
+            "20",
+            "--scale-waits",
+            "0",
+            "--ceiling-secs",
+            "0",
+        ];
+        args.extend_from_slice(events);
+        eprintln!("ci: cargo xtask bench {}", args.join(" "));
+        e2e::run(e2e::Harness::Bench, &args)?;
+    }
     eprintln!("ci: all checks passed");
     Ok(())
 }
