@@ -34,28 +34,48 @@ pub(crate) fn run() -> Result<()> {
     // (installed once per machine into the tool cache), faults and a 10,000-wait load phase.
     eprintln!("ci: cargo xtask e2e");
     e2e::run(e2e::Harness::E2e, &[])?;
-    // A few seconds of each benchmark path so that the harness cannot rot: it prints numbers
-    // and asserts none (a CI machine's speed says nothing; docs/performance.md compares runs
-    // made in one session).
-    for events in [&[][..], &["--kafka-embedded"], &["--kafka"]] {
-        let mut args = vec![
-            "--joins",
-            "300",
-            "--concurrency",
-            "16",
-            "--floor-joins",
-            "20",
-            "--scale-waits",
-            "0",
-            "--ceiling-secs",
-            "0",
-        ];
-        args.extend_from_slice(events);
-        eprintln!("ci: cargo xtask bench {}", args.join(" "));
-        e2e::run(e2e::Harness::Bench, &args)?;
+    // A few seconds of each benchmark path (gRPC, the embedded broker, Tansu) so that the
+    // harness cannot rot: it prints numbers and asserts none (a CI machine's speed says
+    // nothing; docs/performance.md compares runs made in one session). Held against the newest
+    // saved report, so that `--compare` runs too; nothing is saved.
+    let mut args = vec![
+        "--kafka",
+        "--no-save",
+        "--joins",
+        "300",
+        "--concurrency",
+        "16",
+        "--floor-joins",
+        "20",
+        "--scale-waits",
+        "0",
+        "--ceiling-secs",
+        "0",
+    ];
+    let newest = newest_report()?;
+    let newest = newest.as_ref().map(|p| p.to_string_lossy().into_owned());
+    if let Some(path) = &newest {
+        args.extend(["--compare", path]);
     }
+    eprintln!("ci: cargo xtask bench {}", args.join(" "));
+    e2e::run(e2e::Harness::Bench, &args)?;
     eprintln!("ci: all checks passed");
     Ok(())
+}
+
+/// The newest report under docs/bench/ (their names start with the date).
+fn newest_report() -> Result<Option<std::path::PathBuf>> {
+    let dir = workspace_root().join("docs/bench");
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut reports: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    reports.sort();
+    Ok(reports.pop())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

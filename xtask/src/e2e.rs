@@ -35,8 +35,12 @@ pub(crate) fn run(harness: Harness, args: &[&str]) -> Result<()> {
     } else {
         None
     };
-    // The e2e always needs a broker; the bench only with --kafka.
-    let needs_broker = harness == Harness::E2e || extra.contains(&"--kafka");
+    // The e2e always needs a broker; the bench only for events through Tansu.
+    let events_through_tansu = extra
+        .windows(2)
+        .any(|w| w[0] == "--events" && w[1].split(',').any(|e| e == "tansu"));
+    let needs_broker =
+        harness == Harness::E2e || extra.contains(&"--kafka") || events_through_tansu;
     let tansu = if needs_broker && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
         Some(tools::tansu()?)
     } else {
@@ -77,8 +81,12 @@ pub(crate) fn run(harness: Harness, args: &[&str]) -> Result<()> {
         .arg(target.join("release/rendezvous"))
         .arg("--out")
         .arg(&out)
-        .args(&extra)
+        .args(extra.iter().filter(|a| **a != "--no-save"))
         .current_dir(&root);
+    // Every bench run is kept under docs/bench/ (`--compare` reads them) unless told not to.
+    if harness == Harness::Bench && !extra.contains(&"--no-save") && !extra.contains(&"--save") {
+        command.arg("--save").arg(root.join("docs/bench"));
+    }
     if let Some(pg) = &throwaway {
         command.env("DATABASE_URL", &pg.url);
     }

@@ -27,9 +27,11 @@ tasks:
   e2e [--waits N] [--throwaway-postgres]
                       three instances, real PostgreSQL and Kafka (Tansu), named scenarios, a load phase
                       (DATABASE_URL / KAFKA_BOOTSTRAP use outside servers)
-  bench [--joins N] [--concurrency C] [--instances K] [--database postgres|sqlite] [--kafka|--kafka-embedded]
-        [--floor-joins N] [--scale-waits N] [--ceiling-secs S]
-                      the two-event join benchmark (release build); prints a table and a JSON line
+  bench [--joins N] [--concurrency C] [--instances K[,K...]] [--database postgres|sqlite]
+        [--kafka | --events grpc,embedded,tansu] [--cpu-quota CORES] [--floor-joins N] [--scale-waits N]
+        [--ceiling-secs S] [--compare FILE] [--no-save]
+                      the two-event join benchmark (release build); prints a table, the ratios between
+                      setups (Kafka vs gRPC, K instances vs one) and a JSON line, saved under docs/bench/
   tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache
   image [--smoke]     the container image without a registry: FROM scratch with target/release/rendezvous and its
                       shared libraries, built by podman (installed when missing) as localhost/rendezvous:<revision>

@@ -18,8 +18,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use crate::Args;
+use crate::cgroup::CpuLimit;
 use crate::measure::*;
+use crate::{Args, Setup};
 
 /// Resumes that reached the engine before their join asked for them, and joins waiting.
 #[derive(Default)]
@@ -61,11 +62,14 @@ pub(crate) struct Deployment {
     pub(crate) mailbox: SharedMailbox,
     pub(crate) producer: Option<FutureProducer>,
     pub(crate) config: String,
+    /// The instances' CPU limits (`--cpu-quota`), removed after the instances stop.
+    limits: Vec<CpuLimit>,
 }
 
 impl Deployment {
     pub(crate) async fn start(
         args: &Args,
+        setup: Setup,
         database_url: &str,
         bootstrap: Option<&str>,
     ) -> Result<Self> {
@@ -74,7 +78,8 @@ impl Deployment {
             .then(|| SecureDeployment::create(&args.out.join("tls"), false))
             .transpose()?;
         let mut instances = Vec::new();
-        for i in 1..=args.instances {
+        let mut limits = Vec::new();
+        for i in 1..=setup.instances {
             let name = format!("instance-{i}");
             let mut env: Vec<(String, String)> = [
                 ("RENDEZVOUS__DATABASE__URL", database_url),
@@ -97,7 +102,9 @@ impl Deployment {
                         rendezvous_tests::procs::SERVICE_TOPIC.into(),
                     ));
                     env.push(("RENDEZVOUS__KAFKA__GROUP_INSTANCE_ID".into(), name.clone()));
-                    // Tansu holds a fetch to its end (docs/configuration.md, kafka.fetch_wait).
+                    // Both brokers hold a fetch to its end (docs/configuration.md,
+                    // kafka.fetch_wait); to the service the bench's embedded cluster is a
+                    // remote broker, so "auto" would mean 500 ms.
                     if std::env::var_os("RENDEZVOUS__KAFKA__FETCH_WAIT").is_none() {
                         env.push(("RENDEZVOUS__KAFKA__FETCH_WAIT".into(), "10ms".into()));
                     }
@@ -113,6 +120,9 @@ impl Deployment {
                 }
                 None => Instance::start(&args.binary, &name, env, &args.out).await?,
             };
+            if let (Some(cores), Some(pid)) = (args.cpu_quota, instance.proc.pid()) {
+                limits.push(CpuLimit::apply(pid, &name, cores)?);
+            }
             instances.push(instance);
         }
         let mailbox = SharedMailbox::default();
@@ -160,6 +170,7 @@ impl Deployment {
             mailbox,
             producer,
             config: config.to_string(),
+            limits,
         })
     }
 
@@ -171,6 +182,7 @@ impl Deployment {
         for instance in &mut self.instances {
             instance.proc.terminate()?;
         }
+        self.limits.clear();
         Ok(())
     }
 

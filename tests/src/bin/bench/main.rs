@@ -2,10 +2,14 @@
 //! instances of `rendezvous`. Each join registers a wait (seed node config 1; the outbound call
 //! is recorded in the outbox but not made, the API response arriving in callback mode), then
 //! delivers the API response (`DeliverApiResponse`) and the Kafka event (`DeliverEvent` on the
-//! `kafka` source, or a record published to a real broker with `--kafka`) in random order, and
-//! waits for the resume on `ResumeStream`, which it acknowledges. Prints a table and, last, one
-//! JSON line. Also measures the PostgreSQL ceiling (pgbench), the unloaded floor (C=1) and a
-//! scale run over a million pending waits. It measures; it asserts no time.
+//! `kafka` source, or a record published to a broker: `--events`, `--kafka` for all three paths)
+//! in random order, and waits for the resume on `ResumeStream`, which it acknowledges. Each
+//! setup (a path for events, a number of instances, optionally limited by a cgroup CPU quota)
+//! runs on a fresh database. Prints a table, the ratios between setups (Kafka vs gRPC, K
+//! instances vs one) and, last, one JSON line, which `--save DIR` keeps and `--compare FILE`
+//! holds against an earlier one (`report.rs`). Also measures the PostgreSQL ceiling (pgbench),
+//! the unloaded floor (C=1) and a scale run over a million pending waits. It measures; it
+//! asserts no time.
 
 // The report is this program's output.
 #![allow(clippy::print_stdout)]
@@ -18,13 +22,15 @@ use rendezvous_grpc_api::v1;
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_tests::procs::{Broker, create_topic};
 use rendezvous_tests::seed_variables;
-use serde_json::json;
 
+mod cgroup;
 mod deployment;
 mod measure;
+mod report;
 
 use deployment::*;
 use measure::*;
+use report::Report;
 
 pub(crate) struct Args {
     pub(crate) binary: PathBuf,
@@ -32,21 +38,71 @@ pub(crate) struct Args {
     pub(crate) out: PathBuf,
     pub(crate) joins: usize,
     pub(crate) concurrency: usize,
-    pub(crate) instances: usize,
+    /// Instance counts to run, each a setup of its own (`--instances 1,2,4`).
+    pub(crate) instances: Vec<usize>,
     pub(crate) backend: Backend,
-    pub(crate) kafka: bool,
-    /// With `kafka`: the embedded mock cluster (librdkafka's, in this process), not Tansu.
-    pub(crate) embedded_kafka: bool,
+    /// The paths events take, each a setup of its own (`--kafka` is all three).
+    pub(crate) events: Vec<Events>,
     pub(crate) secure: bool,
+    /// Each instance limited to this many cores (a cgroup v1 `cpu` quota).
+    pub(crate) cpu_quota: Option<f64>,
     pub(crate) floor_joins: usize,
     pub(crate) scale_waits: usize,
     pub(crate) ceiling_secs: u32,
+    /// Where to save the report as JSON (a directory).
+    pub(crate) save: Option<PathBuf>,
+    /// An earlier report to print ratios against.
+    pub(crate) compare: Option<PathBuf>,
 }
 
-const USAGE: &str = "--joins N (20000) --concurrency C (64) --instances K (1) --database postgres|sqlite \
---kafka (events through the broker, not gRPC) --kafka-embedded (through the embedded mock cluster, in the bench's process) \
+/// The path the Kafka event of a join takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Events {
+    /// `DeliverEvent` over gRPC.
+    Grpc,
+    /// A record through the embedded mock cluster (librdkafka's, started in this process).
+    Embedded,
+    /// A record through a Tansu broker.
+    Tansu,
+}
+
+impl Events {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Embedded => "embedded",
+            Self::Tansu => "tansu",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "grpc" => Self::Grpc,
+            "embedded" => Self::Embedded,
+            "tansu" => Self::Tansu,
+            other => bail!("--events: expected grpc, embedded or tansu, found {other:?}"),
+        })
+    }
+}
+
+/// One combination of the options that vary within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Setup {
+    pub(crate) events: Events,
+    pub(crate) instances: usize,
+}
+
+impl Setup {
+    pub(crate) fn label(self) -> String {
+        format!("{} x{}", self.events.name(), self.instances)
+    }
+}
+
+const USAGE: &str = "--joins N (20000) --concurrency C (64) --instances K[,K...] (1) --database postgres|sqlite \
+--events grpc,embedded,tansu (grpc) --kafka (all three: gRPC, the embedded mock cluster in the bench's process, Tansu) \
+--kafka-embedded (embedded only) --cpu-quota CORES (each instance limited by a cgroup v1 cpu quota) \
 --secure (TLS; the engine's stream over its client certificate, registrations with a JWT, deliveries with an API key) --floor-joins N (1000, 0 skips) \
---scale-waits N (1000000, 0 skips) --ceiling-secs S (10, 0 skips) --binary --tansu --out";
+--scale-waits N (1000000, 0 skips) --ceiling-secs S (10, 0 skips) --save DIR --compare FILE --binary --tansu --out";
 
 fn args() -> Result<Args> {
     let mut args = Args {
@@ -55,34 +111,38 @@ fn args() -> Result<Args> {
         out: PathBuf::from("target/bench"),
         joins: 20_000,
         concurrency: 64,
-        instances: 1,
+        instances: vec![1],
         backend: Backend::Postgres,
-        kafka: false,
-        embedded_kafka: false,
+        events: vec![Events::Grpc],
         secure: false,
+        cpu_quota: None,
         floor_joins: 1_000,
         scale_waits: 1_000_000,
         ceiling_secs: 10,
+        save: None,
+        compare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--kafka" {
-            args.kafka = true;
-            continue;
-        }
-        if flag == "--kafka-embedded" {
-            args.kafka = true;
-            args.embedded_kafka = true;
-            continue;
-        }
-        if flag == "--secure" {
-            args.secure = true;
-            continue;
+        match flag.as_str() {
+            "--kafka" => {
+                args.events = vec![Events::Grpc, Events::Embedded, Events::Tansu];
+                continue;
+            }
+            "--kafka-embedded" => {
+                args.events = vec![Events::Embedded];
+                continue;
+            }
+            "--secure" => {
+                args.secure = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it
             .next()
             .with_context(|| format!("{flag} needs a value ({USAGE})"))?;
-        let number = || -> Result<usize> {
+        let number = |value: &str| -> Result<usize> {
             value
                 .parse()
                 .with_context(|| format!("{flag}: not a number: {value:?}"))
@@ -91,12 +151,32 @@ fn args() -> Result<Args> {
             "--binary" => args.binary = value.into(),
             "--tansu" => args.tansu = Some(value.into()),
             "--out" => args.out = value.into(),
-            "--joins" => args.joins = number()?,
-            "--concurrency" => args.concurrency = number()?.max(1),
-            "--instances" => args.instances = number()?.max(1),
-            "--floor-joins" => args.floor_joins = number()?,
-            "--scale-waits" => args.scale_waits = number()?,
-            "--ceiling-secs" => args.ceiling_secs = u32::try_from(number()?)?,
+            "--save" => args.save = Some(value.into()),
+            "--compare" => args.compare = Some(value.into()),
+            "--joins" => args.joins = number(&value)?,
+            "--concurrency" => args.concurrency = number(&value)?.max(1),
+            "--instances" => {
+                args.instances = value
+                    .split(',')
+                    .map(|k| number(k).map(|k| k.max(1)))
+                    .collect::<Result<_>>()?;
+            }
+            "--events" => {
+                args.events = value.split(',').map(Events::parse).collect::<Result<_>>()?;
+            }
+            "--cpu-quota" => {
+                let cores: f64 = value
+                    .parse()
+                    .with_context(|| format!("--cpu-quota: not a number: {value:?}"))?;
+                ensure!(
+                    cores > 0.0 && cores <= 64.0,
+                    "--cpu-quota: expected a number of cores above 0 (0.5 is half a core), found {value}"
+                );
+                args.cpu_quota = Some(cores);
+            }
+            "--floor-joins" => args.floor_joins = number(&value)?,
+            "--scale-waits" => args.scale_waits = number(&value)?,
+            "--ceiling-secs" => args.ceiling_secs = u32::try_from(number(&value)?)?,
             "--database" => {
                 args.backend = match value.as_str() {
                     "postgres" => Backend::Postgres,
@@ -108,15 +188,34 @@ fn args() -> Result<Args> {
         }
     }
     ensure!(
-        args.backend == Backend::Postgres || args.instances == 1,
+        args.backend == Backend::Postgres || args.instances == [1],
         "--database sqlite runs one instance (the embedded default is single-instance)"
+    );
+    ensure!(
+        !args.events.is_empty() && !args.instances.is_empty(),
+        "nothing to run ({USAGE})"
     );
     Ok(args)
 }
 
-fn print_run(r: &RunReport) {
+impl Args {
+    /// Every setup to run: each path events take, at each instance count.
+    fn setups(&self) -> Vec<Setup> {
+        self.instances
+            .iter()
+            .flat_map(|&instances| {
+                self.events
+                    .iter()
+                    .map(move |&events| Setup { events, instances })
+            })
+            .collect()
+    }
+}
+
+fn print_run(setup: Setup, r: &RunReport) {
     println!(
-        "{:<18} {:>7} {:>4} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.2} {:>7.2} {:>8.3} {:>9}",
+        "{:<12} {:<18} {:>7} {:>4} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.2} {:>7.2} {:>8.3} {:>9}",
+        setup.label(),
         r.name,
         r.joins,
         r.concurrency,
@@ -147,9 +246,91 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// What the first setup measures besides its own runs: the PostgreSQL ceiling and the scale
+/// run over many pending waits.
+#[derive(Default)]
+struct Extras {
+    ceiling: Option<f64>,
+    scale: Option<RunReport>,
+}
+
 async fn run() -> Result<()> {
     let args = args()?;
     std::fs::create_dir_all(&args.out)?;
+    // Read before anything runs: a report that cannot be compared fails now, not in an hour.
+    let earlier = args.compare.as_deref().map(Report::load).transpose()?;
+    let database = match args.backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    let mut report = Report::new(&args, database);
+    let mut extras = Extras::default();
+    for (i, setup) in args.setups().into_iter().enumerate() {
+        eprintln!(
+            "bench: {} joins at C={} on {} instance(s), {database}, events through {}{}",
+            args.joins,
+            args.concurrency,
+            setup.instances,
+            setup.events.name(),
+            args.cpu_quota
+                .map(|q| format!(", each instance limited to {q} cores"))
+                .unwrap_or_default()
+        );
+        let runs = run_setup(&args, setup, (i == 0).then_some(&mut extras)).await?;
+        report.add(setup, runs);
+    }
+    report.extras(extras.ceiling, extras.scale);
+
+    println!(
+        "\n{:<12} {:<18} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9}",
+        "setup",
+        "run",
+        "joins",
+        "C",
+        "joins/s",
+        "p50",
+        "p95",
+        "p99",
+        "max",
+        "reg50",
+        "reg99",
+        "cpu/join",
+        "rss MiB"
+    );
+    println!(
+        "{:<12} {:<18} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9}",
+        "", "", "", "", "", "(ms, last event to resume)", "", "", "", "(ms)", "", "(ms)", "(peak)"
+    );
+    for (setup, runs) in &report.setups {
+        for r in runs {
+            print_run(*setup, r);
+        }
+    }
+    for line in report.ratio_lines() {
+        println!("{line}");
+    }
+    if let Some(earlier) = &earlier {
+        println!();
+        for line in report.compare(earlier) {
+            println!("{line}");
+        }
+    }
+    let json = report.json();
+    if let Some(dir) = &args.save {
+        let path = report.save(dir, &json)?;
+        println!("\nsaved: {}", path.display());
+    }
+    println!("\n{json}");
+    Ok(())
+}
+
+/// One setup: a fresh database (unless `DATABASE_URL` names one), its broker, the instances,
+/// a warm-up, the C runs and the C=1 floor. The first setup also measures the `extras`.
+async fn run_setup(
+    args: &Args,
+    setup: Setup,
+    extras: Option<&mut Extras>,
+) -> Result<Vec<RunReport>> {
     // PostgreSQL: DATABASE_URL (used as it is), or a fresh database on the local server.
     let (database_url, _db) = match (args.backend, std::env::var("DATABASE_URL")) {
         (Backend::Postgres, Ok(url)) => (url, None),
@@ -160,54 +341,42 @@ async fn run() -> Result<()> {
     };
     let mut _broker = None;
     let mut _embedded = None;
-    let bootstrap = if args.kafka {
-        let b = match std::env::var("KAFKA_BOOTSTRAP") {
-            Ok(b) => b,
-            Err(_) if args.embedded_kafka => {
-                // The service's own embedded broker, started here so that every instance
-                // shares it; it creates the topic itself (it has no CreateTopics).
-                let kafka = rendezvous_kafka_ingress::EmbeddedKafka::start(1)
-                    .map_err(anyhow::Error::msg)?;
-                kafka
-                    .create_topic(rendezvous_tests::procs::SERVICE_TOPIC, 3)
-                    .map_err(anyhow::Error::msg)?;
-                let b = kafka.bootstrap_servers().to_owned();
-                _embedded = Some(kafka);
-                b
-            }
-            Err(_) => {
-                let started = Broker::start(
-                    args.tansu
-                        .clone()
-                        .context("--kafka needs --tansu or KAFKA_BOOTSTRAP")?,
-                    &args.out,
-                )
-                .await?;
-                let b = started.bootstrap();
-                _broker = Some(started);
-                b
-            }
-        };
-        if !args.embedded_kafka {
-            create_topic(&b).await?;
+    let bootstrap = match setup.events {
+        Events::Grpc => None,
+        Events::Embedded => {
+            // The service's own embedded broker, started here so that every instance shares
+            // it; it creates the topic itself (it has no CreateTopics).
+            let kafka =
+                rendezvous_kafka_ingress::EmbeddedKafka::start(1).map_err(anyhow::Error::msg)?;
+            kafka
+                .create_topic(rendezvous_tests::procs::SERVICE_TOPIC, 3)
+                .map_err(anyhow::Error::msg)?;
+            let b = kafka.bootstrap_servers().to_owned();
+            _embedded = Some(kafka);
+            Some(b)
         }
-        Some(b)
-    } else {
-        None
+        Events::Tansu => {
+            let b = match std::env::var("KAFKA_BOOTSTRAP") {
+                Ok(b) => b,
+                Err(_) => {
+                    let started = Broker::start(
+                        args.tansu
+                            .clone()
+                            .context("events through tansu need --tansu or KAFKA_BOOTSTRAP")?,
+                        &args.out,
+                    )
+                    .await?;
+                    let b = started.bootstrap();
+                    _broker = Some(started);
+                    b
+                }
+            };
+            create_topic(&b).await?;
+            Some(b)
+        }
     };
-    let database = match args.backend {
-        Backend::Postgres => "postgres",
-        Backend::Sqlite => "sqlite",
-    };
-    eprintln!(
-        "bench: {} joins at C={} on {} instance(s), {database}, events through {}",
-        args.joins,
-        args.concurrency,
-        args.instances,
-        if bootstrap.is_some() { "Kafka" } else { "gRPC" }
-    );
     let mut runs = Vec::new();
-    let deployment = Deployment::start(&args, &database_url, bootstrap.as_deref()).await?;
+    let deployment = Deployment::start(args, setup, &database_url, bootstrap.as_deref()).await?;
     // Warm-up: connections, prepared statements, page cache.
     deployment
         .run("warm-up", args.concurrency * 4, args.concurrency)
@@ -218,6 +387,10 @@ async fn run() -> Result<()> {
         runs.push(deployment.run("floor (C=1)", args.floor_joins, 1).await?);
         eprintln!("bench: {}", runs[1].json());
     }
+    let Some(extras) = extras else {
+        deployment.stop()?;
+        return Ok(runs);
+    };
     let main_pending = {
         // One pending wait to copy for the scale run (registered, never completed).
         let mut client = deployment.waits[0].clone();
@@ -234,16 +407,14 @@ async fn run() -> Result<()> {
             .wait_id
     };
     deployment.stop()?;
-    let ceiling = if args.backend == Backend::Postgres && args.ceiling_secs > 0 {
-        Some(pg_ceiling(
+    if args.backend == Backend::Postgres && args.ceiling_secs > 0 {
+        extras.ceiling = Some(pg_ceiling(
             &database_url,
             args.concurrency,
             args.ceiling_secs,
             &args.out,
-        )?)
-    } else {
-        None
-    };
+        )?);
+    }
     if args.backend == Backend::Postgres && args.scale_waits > 0 {
         eprintln!(
             "bench: seeding {} pending waits (copies of {main_pending})",
@@ -252,7 +423,8 @@ async fn run() -> Result<()> {
         let seeding = Instant::now();
         seed_pending(&database_url, &main_pending, args.scale_waits)?;
         eprintln!("bench: seeded in {:.1} s", seeding.elapsed().as_secs_f64());
-        let deployment = Deployment::start(&args, &database_url, bootstrap.as_deref()).await?;
+        let deployment =
+            Deployment::start(args, setup, &database_url, bootstrap.as_deref()).await?;
         deployment
             .run("warm-up", args.concurrency * 4, args.concurrency)
             .await?;
@@ -261,48 +433,8 @@ async fn run() -> Result<()> {
             .await?;
         r.name = format!("join, {} pending", args.scale_waits);
         eprintln!("bench: {}", r.json());
-        runs.push(r);
+        extras.scale = Some(r);
         deployment.stop()?;
     }
-
-    println!(
-        "\n{:<18} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9}",
-        "run",
-        "joins",
-        "C",
-        "joins/s",
-        "p50",
-        "p95",
-        "p99",
-        "max",
-        "reg50",
-        "reg99",
-        "cpu/join",
-        "rss MiB"
-    );
-    println!(
-        "{:<18} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9}",
-        "", "", "", "", "(ms, last event to resume)", "", "", "", "(ms)", "", "(ms)", "(peak)"
-    );
-    for r in &runs {
-        print_run(r);
-    }
-    if let Some(tps) = ceiling {
-        println!(
-            "\nPostgreSQL ceiling (pgbench, update + insert per transaction, {} clients): {tps:.0} tx/s; joins/s ÷ ceiling = {:.2}",
-            args.concurrency,
-            runs[0].joins_per_s() / tps
-        );
-    }
-    let line = json!({
-        "benchmark": "two-event join",
-        "database": database,
-        "events": if bootstrap.is_some() { "kafka" } else { "grpc" },
-        "instances": args.instances,
-        "runs": runs.iter().map(|r| { let mut v = r.json(); v["name"] = json!(r.name); v }).collect::<Vec<_>>(),
-        "pg_ceiling_tps": ceiling.map(f64::round),
-        "ratio_to_ceiling": ceiling.map(|tps| round2(runs[0].joins_per_s() / tps)),
-    });
-    println!("\n{line}");
-    Ok(())
+    Ok(runs)
 }
