@@ -202,13 +202,16 @@ fn describe_tls(options: &PgConnectOptions, tls: &PgTls) -> String {
     text
 }
 
-/// A connected database: the store, its resume signal, and the PostgreSQL listener task.
+/// A connected database: the store, its resume signal, and the PostgreSQL listener and
+/// announcer tasks.
 #[derive(Debug)]
 pub struct Database {
     store: SqlStore,
     signal: SqlResumeSignal,
     conn: DatabaseConnection,
     listener: Option<JoinHandle<()>>,
+    /// PostgreSQL: the task that tells the other instances about resumes committed here.
+    announcer: Option<JoinHandle<()>>,
 }
 
 /// Lock key serializing migrations across instances starting at once (PostgreSQL).
@@ -305,11 +308,15 @@ impl Database {
         };
         let signal = SqlResumeSignal::default();
         let listener = pg.map(|options| tokio::spawn(signal::listen(options, signal.clone())));
+        // Notifications go out after their resumes commit, on the lease pool (signal.rs).
+        let announcer =
+            (!sqlite).then(|| tokio::spawn(signal::announce(lease_conn.clone(), signal.clone())));
         Ok(Self {
             store: SqlStore::new(conn.clone(), lease_conn.clone(), signal.clone()),
             signal,
             conn,
             listener,
+            announcer,
         })
     }
 
@@ -358,10 +365,13 @@ impl Database {
         self.conn.get_database_backend() == DbBackend::Postgres
     }
 
-    /// Stops the listener and closes the pool.
+    /// Stops the listener and the announcer and closes the pools.
     pub async fn close(mut self) {
-        if let Some(listener) = self.listener.take() {
-            listener.abort();
+        for task in [self.listener.take(), self.announcer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         let lease_conn = self.store.lease_conn();
         let _ = self.conn.close().await;

@@ -6,7 +6,8 @@
 //! instance). One conformance suite (`tests/conformance/`) runs on both.
 //!
 //! Where things are: `database.rs` connects and migrates; `store/` implements the store port,
-//! one module per concern; `postgres/` holds the PostgreSQL group commit and its SQL;
+//! one module per concern; `postgres/` holds the PostgreSQL group commit and its SQL,
+//! `sqlite.rs` SQLite's (one transaction for many requests, a savepoint each);
 //! `signal.rs` the resume wake-ups; `probe.rs` health checks and statistics for operators; `rows.rs` the conversions between rows and domain types;
 //! `text.rs` free text as the databases can store it (NUL characters); `testing.rs` (feature
 //! `test-util`) a fresh database per test.
@@ -21,6 +22,7 @@ mod postgres;
 mod probe;
 mod rows;
 mod signal;
+mod sqlite;
 mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;

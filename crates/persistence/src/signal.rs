@@ -1,17 +1,20 @@
 //! Resume wake-ups: a local watch channel, fed on PostgreSQL by a `LISTEN` task so that a
-//! resume committed on any instance wakes the streams of every instance. Owns the channel's
-//! name; the statements announcing resumes pass it as a parameter.
+//! resume committed on any instance wakes the streams of every instance, and the announcer
+//! task that sends this instance's notifications once its resumes have committed.
+//!
+//! Why after the commit, in a transaction of their own: PostgreSQL takes one cluster-wide lock
+//! when a transaction that called `NOTIFY` commits and holds it until the commit is flushed,
+//! so notifying transactions never share a WAL flush. With the notification inside the group
+//! commit's statements, two instances' batches committed one flush after the other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rendezvous_ports::{ResumeSignal, ResumeWaiter, StoreError};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use rendezvous_ports::{ResumeSignal, ResumeWaiter};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::watch;
-
-use crate::rows::db_err;
+use tokio::sync::{Notify, watch};
 
 /// The PostgreSQL channel resume wake-ups are sent on.
 pub(crate) const RESUME_CHANNEL: &str = "rendezvous_resumes";
@@ -23,6 +26,9 @@ pub struct SqlResumeSignal {
     /// The payload of this instance's notifications: its own listener skips them, because
     /// whoever sent one has already woken the local streams.
     origin: Arc<str>,
+    /// Set when resumes committed here have not been announced to the other instances yet;
+    /// the announcer ([`announce`]) sends one notification for all of them.
+    unannounced: Arc<Notify>,
 }
 
 impl Default for SqlResumeSignal {
@@ -30,6 +36,7 @@ impl Default for SqlResumeSignal {
         Self {
             sender: Arc::new(watch::Sender::new(0)),
             origin: uuid::Uuid::new_v4().to_string().into(),
+            unannounced: Arc::new(Notify::new()),
         }
     }
 }
@@ -40,21 +47,34 @@ impl SqlResumeSignal {
         &self.origin
     }
 
-    /// Announces resumes from this instance to every instance's listener: on PostgreSQL a
-    /// notification on [`RESUME_CHANNEL`], sent when (and only if) the transaction `conn` runs
-    /// in commits, or at once outside one. SQLite has a single instance: nothing to send (the
-    /// writer wakes its own streams with [`ResumeSignal::notify_local`]).
-    pub(crate) async fn announce(&self, conn: &impl ConnectionTrait) -> Result<(), StoreError> {
-        if conn.get_database_backend() == DbBackend::Postgres {
-            conn.execute_raw(Statement::from_sql_and_values(
+    /// Resumes were committed: wakes this instance's streams at once and (on PostgreSQL, through
+    /// the announcer) every other instance's. Call it only after the commit, so that whoever
+    /// is woken finds them.
+    pub(crate) fn committed(&self) {
+        self.notify_local();
+        self.unannounced.notify_one();
+    }
+}
+
+/// Sends this instance's notifications until aborted: one `NOTIFY` on [`RESUME_CHANNEL`] after
+/// resumes committed ([`SqlResumeSignal::committed`]), however many commits it covers, in a
+/// transaction of its own on `conn` (the lease pool, whose commits do not wait for a flush: a
+/// notification lost in a crash only means the other instances look at their poll interval).
+pub(crate) async fn announce(conn: DatabaseConnection, signal: SqlResumeSignal) {
+    loop {
+        signal.unannounced.notified().await;
+        let sent = conn
+            .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT pg_notify($1, $2)",
-                [RESUME_CHANNEL.into(), self.origin().into()],
+                [RESUME_CHANNEL.into(), signal.origin().into()],
             ))
-            .await
-            .map_err(db_err)?;
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot announce resumes to the other instances; they look at their poll interval");
+            // Not in a tight loop while the database is away.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 }
 

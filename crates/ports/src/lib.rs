@@ -19,7 +19,8 @@ pub use scope::TenantScope;
 pub use store::{
     BufferedEvent, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
     QuarantinedRow, Redelivered, ResumeSignal, ResumeWaiter, Store, StoreError, StoreTx,
-    StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+    StoredWait, TopicFields, WaitChange, WaitQuery, apply_change_in_tx, apply_change_steps,
+    insert_fresh_wait_in_tx, insert_fresh_wait_steps,
 };
 
 #[cfg(feature = "test-util")]

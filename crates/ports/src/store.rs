@@ -267,6 +267,21 @@ pub async fn apply_change_in_tx<S: Store>(
     change: WaitChange<'_>,
 ) -> Result<ChangeOutcome, StoreError> {
     let mut tx = store.begin().await?;
+    let outcome = apply_change_steps(&mut tx, change).await?;
+    if outcome == ChangeOutcome::Applied {
+        tx.commit().await?;
+    }
+    Ok(outcome)
+}
+
+/// The steps of [`apply_change_in_tx`] in a transaction that is already open. The caller
+/// commits when they answer [`ChangeOutcome::Applied`] and rolls back otherwise (the update may
+/// be written before the inbox turns out to hold the event); a store that writes several
+/// changes in one transaction runs each in a savepoint of its own.
+pub async fn apply_change_steps<T: StoreTx>(
+    tx: &mut T,
+    change: WaitChange<'_>,
+) -> Result<ChangeOutcome, StoreError> {
     if !tx.update_wait(change.wait, change.expected_version).await? {
         return Ok(ChangeOutcome::VersionMoved);
     }
@@ -285,7 +300,6 @@ pub async fn apply_change_in_tx<S: Store>(
     if let Some(resume) = change.resume {
         tx.insert_resume(resume).await?;
     }
-    tx.commit().await?;
     Ok(ChangeOutcome::Applied)
 }
 
@@ -307,9 +321,24 @@ pub async fn insert_fresh_wait_in_tx<S: Store>(
     store: &S,
     fresh: FreshWait<'_>,
 ) -> Result<bool, StoreError> {
+    let mut tx = store.begin().await?;
+    let inserted = insert_fresh_wait_steps(&mut tx, fresh).await?;
+    if inserted {
+        tx.commit().await?;
+    }
+    Ok(inserted)
+}
+
+/// The steps of [`insert_fresh_wait_in_tx`] in a transaction that is already open. The caller
+/// commits when they answer true and rolls back otherwise (a failed insert may have been
+/// attempted); a store that writes several registrations in one transaction runs each in a
+/// savepoint of its own.
+pub async fn insert_fresh_wait_steps<T: StoreTx>(
+    tx: &mut T,
+    fresh: FreshWait<'_>,
+) -> Result<bool, StoreError> {
     let key = &fresh.wait.state.key;
     let now = fresh.wait.updated_at;
-    let mut tx = store.begin().await?;
     tx.lock_correlation(&key.tenant, &key.correlation_id)
         .await?;
     if tx
@@ -339,7 +368,6 @@ pub async fn insert_fresh_wait_in_tx<S: Store>(
     if let Some(resume) = fresh.resume {
         tx.insert_resume(resume).await?;
     }
-    tx.commit().await?;
     Ok(true)
 }
 

@@ -4,11 +4,11 @@
 
 use std::collections::HashSet;
 
-use rendezvous_ports::{ChangeOutcome, ResumeSignal, StoreError, WaitChange};
+use rendezvous_ports::{ChangeOutcome, StoreError, WaitChange};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde::Serialize;
 
-use super::{batch_index, batch_params, notify_params};
+use super::{batch_index, batch_params};
 use crate::errors::is_rolled_back;
 use crate::rows::{db_err, json, progress_json};
 use crate::signal::SqlResumeSignal;
@@ -79,7 +79,7 @@ pub(super) async fn apply_changes(
         let (round, later): (Vec<usize>, Vec<usize>) =
             remaining.into_iter().partition(|&n| ids.insert(rows[n].id));
         let round_rows: Vec<&ChangeRow> = round.iter().map(|&n| &rows[n]).collect();
-        match apply_round(conn, signal, &round_rows).await {
+        match apply_round(conn, &round_rows).await {
             Ok((outcomes, wake)) => {
                 woken |= wake;
                 for (&n, outcome) in round.iter().zip(outcomes) {
@@ -97,7 +97,7 @@ pub(super) async fn apply_changes(
             Err(e) => {
                 tracing::warn!(error = %e, changes = round.len(), "a batch of wait changes failed; writing them one by one");
                 for (&n, row) in round.iter().zip(round_rows) {
-                    results[n] = Some(match apply_round(conn, signal, &[row]).await {
+                    results[n] = Some(match apply_round(conn, &[row]).await {
                         Ok((outcomes, wake)) => {
                             woken |= wake;
                             Ok(outcomes[0])
@@ -110,7 +110,7 @@ pub(super) async fn apply_changes(
         remaining = later;
     }
     if woken {
-        signal.notify_local();
+        signal.committed();
     }
     results
         .into_iter()
@@ -122,14 +122,13 @@ pub(super) async fn apply_changes(
 /// whether a resume was written.
 async fn apply_round(
     conn: &DatabaseConnection,
-    signal: &SqlResumeSignal,
     round: &[&ChangeRow],
 ) -> Result<(Vec<ChangeOutcome>, bool), StoreError> {
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             APPLY_CHANGES_SQL,
-            [batch_params(round)?, notify_params(signal)].concat(),
+            batch_params(round)?,
         ))
         .await
         .map_err(db_err)?;
@@ -139,7 +138,7 @@ async fn apply_round(
         let n = batch_index(row, "n", round.len())?;
         let updated: bool = row.try_get("", "updated").map_err(db_err)?;
         let already: bool = row.try_get("", "already").map_err(db_err)?;
-        woken |= row.try_get::<i64>("", "woken").map_err(db_err)? > 0;
+        woken |= row.try_get::<i64>("", "resumes").map_err(db_err)? > 0;
         outcomes[n] = Some(match (updated, already) {
             (true, _) => ChangeOutcome::Applied,
             (false, true) => ChangeOutcome::AlreadyProcessed,

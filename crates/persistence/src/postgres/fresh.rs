@@ -3,11 +3,11 @@
 //! transaction of two statements (`sql/lock_fresh.sql`, `sql/insert_fresh.sql`). The
 //! conformance suite is the contract with `rendezvous_ports::insert_fresh_wait_in_tx`.
 
-use rendezvous_ports::{FreshWait, ResumeSignal, StoreError};
+use rendezvous_ports::{FreshWait, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde::Serialize;
 
-use super::{batch_index, batch_params, notify_params, numbered_json};
+use super::{batch_index, batch_params, numbered_json};
 use crate::errors::is_rolled_back;
 use crate::rows::{call_json, db_err, json, progress_json};
 use crate::signal::SqlResumeSignal;
@@ -93,10 +93,10 @@ pub(super) async fn insert_fresh_waits(
     signal: &SqlResumeSignal,
     rows: Vec<FreshRow>,
 ) -> Vec<Result<bool, StoreError>> {
-    match write(conn, signal, &rows).await {
+    match write(conn, &rows).await {
         Ok((inserted, woken)) => {
             if woken {
-                signal.notify_local();
+                signal.committed();
             }
             inserted.into_iter().map(Ok).collect()
         }
@@ -114,7 +114,6 @@ pub(super) async fn insert_fresh_waits(
 /// resume was written.
 async fn write(
     conn: &DatabaseConnection,
-    signal: &SqlResumeSignal,
     rows: &[FreshRow],
 ) -> Result<(Vec<bool>, bool), StoreError> {
     let locks: Vec<LockRow> = rows
@@ -148,14 +147,14 @@ async fn write(
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 INSERT_FRESH_SQL,
-                [batch_params(&candidate_rows)?, notify_params(signal)].concat(),
+                batch_params(&candidate_rows)?,
             ))
             .await
             .map_err(db_err)?;
         for row in &written {
             let n = candidates[batch_index(row, "n", candidates.len())?];
             inserted[n] = row.try_get("", "inserted").map_err(db_err)?;
-            woken |= row.try_get::<i64>("", "woken").map_err(db_err)? > 0;
+            woken |= row.try_get::<i64>("", "resumes").map_err(db_err)? > 0;
         }
     }
     tx.commit().await.map_err(db_err)?;

@@ -6,9 +6,9 @@
 //! module holds what those share: how a batch is numbered and passed as parameters.
 //!
 //! The conformance suite is the contract: the batched statements here and
-//! `rendezvous_ports::apply_change_in_tx` / `insert_fresh_wait_in_tx` (the transactional path
-//! SQLite takes) implement the same semantics, and only `tests/conformance` ties them
-//! together. Change one, run the suite on both backends.
+//! `rendezvous_ports::apply_change_steps` / `insert_fresh_wait_steps` (the steps SQLite's
+//! group commit runs, a savepoint each) implement the same semantics, and only
+//! `tests/conformance` ties them together. Change one, run the suite on both backends.
 //!
 //! [`Store::apply_change`]: rendezvous_ports::Store::apply_change
 //! [`Store::find_wait`]: rendezvous_ports::Store::find_wait
@@ -25,7 +25,6 @@ use serde::Serialize;
 
 pub(crate) use self::group_commit::Batchers;
 use crate::rows::{db_err, json};
-use crate::signal::{RESUME_CHANNEL, SqlResumeSignal};
 
 /// A row of a batch statement's input: the request's position `n` in the batch, then its
 /// fields. Result rows name the request they answer by that `n` ([`batch_index`]).
@@ -56,12 +55,6 @@ fn batch_params<T: Serialize>(rows: &[T]) -> Result<Vec<Value>, StoreError> {
         numbered_json(rows)?.into(),
         i64::try_from(rows.len()).unwrap_or(i64::MAX).into(),
     ])
-}
-
-/// The parameters that follow [`batch_params`] in statements that may write resumes: `$3`
-/// this instance's notification payload, `$4` the channel.
-fn notify_params(signal: &SqlResumeSignal) -> Vec<Value> {
-    vec![signal.origin().into(), RESUME_CHANNEL.into()]
 }
 
 /// The request of a batch a result row answers: its `column` (the request's position in the

@@ -1,7 +1,8 @@
 //! The SQL implementation of the store port, on PostgreSQL and SQLite through SeaORM:
 //! [`SqlStore`], whose methods hand each request to the module of its concern — waits, the
 //! early-event buffer, the inbox, the API-call outbox, the resume outbox, Kafka topics and
-//! quarantine, retention — and, on PostgreSQL, to the group commit of `crate::postgres`.
+//! quarantine, retention — and to the group commit of its backend (`crate::postgres`,
+//! `crate::sqlite`).
 
 mod buffer;
 mod calls;
@@ -20,14 +21,13 @@ use rendezvous_domain::{CorrelationId, LeaseOwner, ResumeId, TenantId, Timestamp
 use rendezvous_ports::{
     ApiCallRecord, BufferedSummary, ChangeOutcome, FreshWait, Page, PurgeCounts, Quarantined,
     QuarantinedRow, Redelivered, ResumeRecord, Store, StoreError, StoredWait, TenantScope,
-    TopicFields, WaitChange, WaitQuery, apply_change_in_tx, insert_fresh_wait_in_tx,
+    TopicFields, WaitChange, WaitQuery,
 };
 use sea_orm::DatabaseConnection;
 
 pub use self::tx::SqlTx;
 pub(crate) use self::tx::correlation_lock_key;
 pub(crate) use self::waits::one as read_found;
-use crate::postgres::Batchers;
 use crate::signal::SqlResumeSignal;
 
 /// The store on a SeaORM connection (PostgreSQL or SQLite).
@@ -38,9 +38,18 @@ pub struct SqlStore {
     /// `Database::connect`); on SQLite the one connection.
     lease_conn: DatabaseConnection,
     signal: SqlResumeSignal,
-    /// PostgreSQL only: event changes, lookups and registrations coalesced across concurrent
+    /// Event changes and registrations (and on PostgreSQL lookups) coalesced across concurrent
     /// requests.
-    batchers: Option<Batchers>,
+    group_commit: GroupCommit,
+}
+
+/// The group commit of a store's backend.
+#[derive(Debug, Clone)]
+enum GroupCommit {
+    /// Shared statements (`crate::postgres`).
+    Postgres(crate::postgres::Batchers),
+    /// Shared transactions, a savepoint per request (`crate::sqlite`).
+    Sqlite(crate::sqlite::Batchers),
 }
 
 impl SqlStore {
@@ -50,12 +59,18 @@ impl SqlStore {
         lease_conn: DatabaseConnection,
         signal: SqlResumeSignal,
     ) -> Self {
-        let batchers = Batchers::for_connection(&conn, &signal);
+        let group_commit = match crate::postgres::Batchers::for_connection(&conn, &signal) {
+            Some(batchers) => GroupCommit::Postgres(batchers),
+            None => GroupCommit::Sqlite(
+                crate::sqlite::Batchers::for_connection(&conn, &signal)
+                    .expect("a SeaORM connection of this store is PostgreSQL or SQLite"),
+            ),
+        };
         Self {
             conn,
             lease_conn,
             signal,
-            batchers,
+            group_commit,
         }
     }
 
@@ -73,22 +88,23 @@ impl Store for SqlStore {
         SqlTx::begin(&self.conn, &self.signal).await
     }
 
-    /// On PostgreSQL one statement, committed on its own, shared with the changes other
-    /// requests make at the same time (through the batcher): one round trip and one commit for
-    /// many events under load.
+    /// Shared with the changes other requests make at the same time: on PostgreSQL one
+    /// statement committed on its own, one round trip for many events under load; on SQLite
+    /// one transaction, a savepoint per change, one commit.
     async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
-        match &self.batchers {
-            Some(batchers) => batchers.apply_change(change).await,
-            None => apply_change_in_tx(self, change).await,
+        match &self.group_commit {
+            GroupCommit::Postgres(batchers) => batchers.apply_change(change).await,
+            GroupCommit::Sqlite(batchers) => batchers.apply_change(change).await,
         }
     }
 
-    /// On PostgreSQL shared with the registrations other requests make at the same time:
-    /// one transaction of two statements for the whole batch.
+    /// Shared with the registrations other requests make at the same time: on PostgreSQL one
+    /// transaction of two statements for the whole batch; on SQLite one transaction, a
+    /// savepoint per registration.
     async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
-        match &self.batchers {
-            Some(batchers) => batchers.insert_fresh_wait(fresh).await,
-            None => insert_fresh_wait_in_tx(self, fresh).await,
+        match &self.group_commit {
+            GroupCommit::Postgres(batchers) => batchers.insert_fresh_wait(fresh).await,
+            GroupCommit::Sqlite(batchers) => batchers.insert_fresh_wait(fresh).await,
         }
     }
 
@@ -101,9 +117,11 @@ impl Store for SqlStore {
         tenant: &TenantId,
         correlation_id: &CorrelationId,
     ) -> Result<Option<StoredWait>, StoreError> {
-        match &self.batchers {
-            Some(batchers) => batchers.find_wait(tenant, correlation_id).await,
-            None => waits::find(&self.conn, &self.signal, tenant, correlation_id).await,
+        match &self.group_commit {
+            GroupCommit::Postgres(batchers) => batchers.find_wait(tenant, correlation_id).await,
+            GroupCommit::Sqlite(_) => {
+                waits::find(&self.conn, &self.signal, tenant, correlation_id).await
+            }
         }
     }
 

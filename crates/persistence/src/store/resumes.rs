@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rendezvous_domain::{ResumeId, Timestamp, WaitId};
-use rendezvous_ports::{Redelivered, ResumeRecord, ResumeSignal, StoreError, TenantScope};
+use rendezvous_ports::{Redelivered, ResumeRecord, StoreError, TenantScope};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
@@ -22,11 +22,10 @@ const ACK_RESUMES_POSTGRES: &str = "UPDATE resume_outbox SET acked_at = $1 \
      WHERE resume_id IN (SELECT value::uuid FROM json_array_elements_text($2::json)) \
        AND acked_at IS NULL";
 
-/// Puts a wait's resume in the outbox (`false`: the wait already has one) and announces it to
-/// every instance when the transaction commits.
+/// Puts a wait's resume in the outbox (`false`: the wait already has one). Whoever commits the
+/// transaction announces it ([`SqlResumeSignal::committed`]).
 pub(super) async fn insert(
     conn: &impl ConnectionTrait,
-    signal: &SqlResumeSignal,
     resume: &ResumeRecord,
 ) -> Result<bool, StoreError> {
     let row = resume_outbox::ActiveModel {
@@ -50,9 +49,6 @@ pub(super) async fn insert(
         .await
         .map_err(db_err)?
         == 1;
-    if inserted {
-        signal.announce(conn).await?;
-    }
     Ok(inserted)
 }
 
@@ -177,8 +173,7 @@ pub(super) async fn redeliver(
         .exec(conn)
         .await
         .map_err(db_err)?;
-    signal.notify_local();
-    signal.announce(conn).await?;
+    signal.committed();
     Ok(Some(Redelivered {
         resume_id: ResumeId::from_uuid(row.resume_id),
         was_acked: row.acked_at.is_some(),
@@ -199,8 +194,7 @@ pub(super) async fn release(
         .await
         .map_err(db_err)?;
     if result.rows_affected > 0 {
-        signal.notify_local();
-        signal.announce(conn).await?;
+        signal.committed();
     }
     Ok(result.rows_affected)
 }

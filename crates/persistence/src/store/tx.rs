@@ -7,8 +7,7 @@ use rendezvous_domain::{
     WaitId,
 };
 use rendezvous_ports::{
-    ApiCallRecord, BufferedEvent, ResumeRecord, ResumeSignal, StoreError, StoreTx, StoredWait,
-    TopicFields,
+    ApiCallRecord, BufferedEvent, ResumeRecord, StoreError, StoreTx, StoredWait, TopicFields,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode,
@@ -32,7 +31,7 @@ impl SqlTx {
     /// Begins one. SQLite: the write lock is taken at `BEGIN`, so a transaction never fails
     /// half-way when it upgrades from reading to writing. PostgreSQL: READ COMMITTED, set on
     /// every connection (`Database::connect`), not by a statement here.
-    pub(super) async fn begin(
+    pub(crate) async fn begin(
         conn: &DatabaseConnection,
         signal: &SqlResumeSignal,
     ) -> Result<Self, StoreError> {
@@ -46,6 +45,30 @@ impl SqlTx {
             signal: signal.clone(),
             wrote_resume: false,
         })
+    }
+
+    /// A savepoint in this transaction, as a transaction of its own: released with
+    /// [`Self::release_into`], its writes become this transaction's (and a resume it wrote wakes
+    /// the streams when this one commits); rolled back with [`Self::roll_back`], they are
+    /// undone and nothing else is.
+    pub(crate) async fn savepoint(&self) -> Result<Self, StoreError> {
+        Ok(Self {
+            tx: self.tx.begin().await.map_err(db_err)?,
+            signal: self.signal.clone(),
+            wrote_resume: false,
+        })
+    }
+
+    /// Releases a savepoint into the transaction it was taken in.
+    pub(crate) async fn release_into(self, outer: &mut Self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db_err)?;
+        outer.wrote_resume |= self.wrote_resume;
+        Ok(())
+    }
+
+    /// Rolls back (a savepoint: to where it was taken).
+    pub(crate) async fn roll_back(self) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(db_err)
     }
 
     /// The database transaction, for tests that ask the server about it.
@@ -184,7 +207,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn insert_resume(&mut self, resume: &ResumeRecord) -> Result<bool, StoreError> {
-        let inserted = resumes::insert(&self.tx, &self.signal, resume).await?;
+        let inserted = resumes::insert(&self.tx, resume).await?;
         self.wrote_resume |= inserted;
         Ok(inserted)
     }
@@ -192,7 +215,7 @@ impl StoreTx for SqlTx {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(db_err)?;
         if self.wrote_resume {
-            self.signal.notify_local();
+            self.signal.committed();
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 
 use rendezvous_domain::Timestamp;
 use rendezvous_domain::limits::{MAX_RECORDED_REASON_BYTES, truncate_reason};
-use rendezvous_ports::{Quarantined, ResumeRecord, ResumeSignal, StoreError, StoredWait};
+use rendezvous_ports::{Quarantined, ResumeRecord, StoreError, StoredWait};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionSession, TransactionTrait,
@@ -165,11 +165,11 @@ where
         )));
     }
     if let Some(resume) = &repaired.resume {
-        resumes::insert(&tx, signal, resume).await?;
+        resumes::insert(&tx, resume).await?;
     }
     tx.commit().await.map_err(db_err)?;
     if repaired.resume.is_some() {
-        signal.notify_local();
+        signal.committed();
     }
     Ok(repaired.wait)
 }

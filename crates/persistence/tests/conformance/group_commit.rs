@@ -286,5 +286,56 @@ pub(crate) async fn concurrent_requests_each_get_their_own_outcome(backend: Back
         assert_eq!(stored.version, 2);
         assert_eq!(stored.state.received.len(), 1);
     }
+
+    // All at once again, from version 2: odd waits get the event they already took again
+    // (refused by the inbox after the update was written: that update must be undone, and
+    // only it), even waits a new one. Duplicates and fresh events share batches.
+    let stored: Vec<StoredWait> = futures_util::future::join_all(
+        waits
+            .iter()
+            .map(|w| async { store.get_wait(w.state.key.id).await.unwrap().unwrap() }),
+    )
+    .await;
+    let second: Vec<(StoredWait, EventKey, bool)> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let duplicate = i % 2 == 1;
+            let key = if duplicate {
+                w.state.received[0].key.clone()
+            } else {
+                EventKey::parse("c").unwrap()
+            };
+            let mut changed = w.clone();
+            changed.state.ignored_total += 1;
+            changed.version = 3;
+            changed.updated_at = at(2);
+            (changed, key, duplicate)
+        })
+        .collect();
+    let outcomes = futures_util::future::join_all(second.iter().map(|(changed, key, _)| {
+        let store = store.clone();
+        let api = api.clone();
+        async move {
+            let change = WaitChange {
+                wait: changed,
+                expected_version: 2,
+                processed: Some((key, &api)),
+                resume: None,
+            };
+            store.apply_change(change).await.unwrap()
+        }
+    }))
+    .await;
+    for ((changed, _, duplicate), outcome) in second.iter().zip(outcomes) {
+        let stored = store.get_wait(changed.state.key.id).await.unwrap().unwrap();
+        if *duplicate {
+            assert_eq!(outcome, ChangeOutcome::AlreadyProcessed);
+            assert_eq!(stored.version, 2, "a refused change left its update behind");
+        } else {
+            assert_eq!(outcome, ChangeOutcome::Applied);
+            assert_eq!(&stored, changed);
+        }
+    }
     database.close().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rendezvous_persistence::testing::{Backend, TestDatabase};
 use rendezvous_persistence::{Database, DatabaseConfig};
-use rendezvous_ports::{ChangeOutcome, ResumeRecord, Store, WaitChange};
+use rendezvous_ports::{ChangeOutcome, ResumeRecord, Store, StoreTx, WaitChange};
 
 use crate::support::*;
 
@@ -50,6 +50,25 @@ async fn a_resume_on_one_instance_wakes_the_streams_of_every_instance() {
     tokio::time::timeout(Duration::from_secs(30), on_b.wait(never))
         .await
         .expect("another instance's streams are woken through LISTEN/NOTIFY");
+
+    // A resume written by a transaction of steps (the full registration path) is announced
+    // too, once it commits, and not before.
+    let w2 = wait(2, "c2", T0);
+    insert(&store, &w2).await;
+    let mut tx = store.begin().await.unwrap();
+    let resume = ResumeRecord::of(&decided.state, resume_id(10)).unwrap();
+    let resume = ResumeRecord {
+        wait_id: w2.state.key.id,
+        ..resume
+    };
+    assert!(tx.insert_resume(&resume).await.unwrap());
+    tokio::time::timeout(Duration::from_millis(300), on_b.wait(never))
+        .await
+        .expect_err("a resume not committed yet may wake no stream");
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), on_b.wait(never))
+        .await
+        .expect("a resume committed by a transaction wakes the other instance's streams");
     a.close().await;
     b.close().await;
 }

@@ -1,10 +1,10 @@
 -- A batch of wait changes in one statement (see changes.rs). The conformance suite is the
--- contract: per row this must do what `rendezvous_ports::apply_change_in_tx` does.
--- $1: JSON array of change rows, each for a different wait, numbered `n`; $2: their count;
--- $3: this instance's notification payload; $4: the resume notification channel.
+-- contract: per row this must do what `rendezvous_ports::apply_change_steps` does.
+-- $1: JSON array of change rows, each for a different wait, numbered `n`; $2: their count.
 -- Per row: the compare-and-set UPDATE (refused when the version moved or the inbox already
--- has the event), and only where it happened the inbox row and the resume; one notification
--- when any resume was written.
+-- has the event), and only where it happened the inbox row and the resume. `resumes` counts
+-- the resumes written (the caller announces them after the commit: signal.rs says why not
+-- here).
 WITH input AS (
        SELECT * FROM json_to_recordset($1::json) AS t(
          n int, id uuid, expected bigint, status text, progress text, updated_at bigint,
@@ -27,11 +27,10 @@ WITH input AS (
        INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts)
        SELECT i.resume_id, i.id, i.tenant_id, i.resume, i.decided_at, 0
        FROM input i JOIN upd ON upd.id = i.id WHERE i.resume IS NOT NULL
-       ON CONFLICT (wait_id) DO NOTHING RETURNING 1),
-     wake AS (SELECT pg_notify($4, $3) FROM (SELECT 1 FROM outbox LIMIT 1) o)
+       ON CONFLICT (wait_id) DO NOTHING RETURNING 1)
 SELECT i.n, u.id IS NOT NULL AS updated,
        CASE WHEN u.id IS NULL THEN (SELECT true FROM processed_events p
          WHERE p.wait_id = i.id AND p.event_key = i.event_key LIMIT 1) IS NOT NULL
        ELSE false END AS already,
-       (SELECT count(*) FROM wake) AS woken
+       (SELECT count(*) FROM outbox) AS resumes
 FROM input i LEFT JOIN upd u ON u.id = i.id

@@ -1,8 +1,8 @@
 -- The second statement of a batch of fresh registrations (see fresh.rs), in a new snapshot
 -- that sees whatever committed before the locks were taken. The conformance suite is the
--- contract: per row this must do what `rendezvous_ports::insert_fresh_wait_in_tx` does.
--- $1: JSON array of locked registrations numbered `n`; $2: their count; $3: this instance's
--- notification payload; $4: the resume notification channel.
+-- contract: per row this must do what `rendezvous_ports::insert_fresh_wait_steps` does.
+-- $1: JSON array of locked registrations numbered `n`; $2: their count. `resumes` counts the
+-- resumes written (announced by the caller after the commit).
 -- Each is inserted with its call and resume only if no wait has its idempotency identity and
 -- no early event is pending for its correlation id (a wait with its correlation id makes the
 -- insert do nothing); one notification when any resume was written.
@@ -37,7 +37,6 @@ WITH input AS (
        INSERT INTO resume_outbox (resume_id, wait_id, tenant_id, resume, created_at, attempts)
        SELECT f.resume_id, f.id, f.tenant_id, f.resume, f.decided_at, 0
        FROM fresh f JOIN ins ON ins.id = f.id WHERE f.resume IS NOT NULL
-       ON CONFLICT (wait_id) DO NOTHING RETURNING 1),
-     wake AS (SELECT pg_notify($4, $3) FROM (SELECT 1 FROM outbox LIMIT 1) o)
-SELECT i.n, ins.id IS NOT NULL AS inserted, (SELECT count(*) FROM wake) AS woken
+       ON CONFLICT (wait_id) DO NOTHING RETURNING 1)
+SELECT i.n, ins.id IS NOT NULL AS inserted, (SELECT count(*) FROM outbox) AS resumes
 FROM input i LEFT JOIN ins ON ins.id = i.id
