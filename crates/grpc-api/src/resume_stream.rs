@@ -173,7 +173,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
     }
 
     async fn deliver(&mut self) -> Stop {
-        let mut waiter = self.service.signal().waiter();
+        // Ready (resumes committed here are offered to this instance's streams first) while it
+        // waits with room, not while a client that does not read holds it in `send`.
+        let mut waiter = self.service.signal().waiter(&self.tenants);
         // Resume id -> when its lease runs out (then it may come back, to any stream).
         let mut in_flight: HashMap<ResumeId, Timestamp> = HashMap::new();
         // Whether resumes may be waiting: at the start, after a wake-up or the poll interval,
@@ -199,6 +201,9 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     Ok(resumes) => {
                         claiming.succeeded();
                         look = u32::try_from(resumes.len()).unwrap_or(u32::MAX) >= room;
+                        if !resumes.is_empty() {
+                            waiter.ready(false);
+                        }
                         for resume in resumes {
                             in_flight.insert(resume.resume_id, now.plus(self.config.ack_timeout));
                             tracing::debug!(owner = %self.owner, resume_id = %resume.resume_id, wait_id = %resume.wait_id,
@@ -221,6 +226,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> Feed<S, G, C> {
                     }
                 }
             }
+            waiter
+                .ready(usize::try_from(self.max_in_flight).unwrap_or(usize::MAX) > in_flight.len());
             tokio::select! {
                 first = self.acks.recv() => {
                     if let Some(stop) = self.take_acks(first, &mut in_flight).await {

@@ -7,11 +7,13 @@
 //! so notifying transactions never share a WAL flush. With the notification inside the group
 //! commit's statements, two instances' batches committed one flush after the other.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rendezvous_ports::{ResumeSignal, ResumeWaiter};
+use rendezvous_ports::{ResumeSignal, ResumeWaiter, TenantScope};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
@@ -29,6 +31,10 @@ pub struct SqlResumeSignal {
     /// Set when resumes committed here have not been announced to the other instances yet;
     /// the announcer ([`announce`]) sends one notification for all of them.
     unannounced: Arc<Notify>,
+    /// The scopes of this instance's ready streams, by waiter.
+    ready: Arc<Mutex<HashMap<u64, TenantScope>>>,
+    /// The id of the next waiter.
+    next_waiter: Arc<AtomicU64>,
 }
 
 impl Default for SqlResumeSignal {
@@ -37,6 +43,8 @@ impl Default for SqlResumeSignal {
             sender: Arc::new(watch::Sender::new(0)),
             origin: uuid::Uuid::new_v4().to_string().into(),
             unannounced: Arc::new(Notify::new()),
+            ready: Arc::default(),
+            next_waiter: Arc::default(),
         }
     }
 }
@@ -47,13 +55,35 @@ impl SqlResumeSignal {
         &self.origin
     }
 
-    /// Resumes were committed: wakes this instance's streams at once and (on PostgreSQL, through
-    /// the announcer) every other instance's. Call it only after the commit, so that whoever
-    /// is woken finds them.
-    pub(crate) fn committed(&self) {
+    /// Resumes of these tenants were committed: wakes this instance's streams at once and
+    /// (on PostgreSQL, through the announcer) every other instance's, unless a ready stream
+    /// here takes each tenant's (local first, see [`ResumeSignal`]). Call it only after the
+    /// commit, so that whoever is woken finds them.
+    pub(crate) fn committed<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) {
+        self.notify_local();
+        let ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tenants = tenants.into_iter().peekable();
+        let nobody_here = tenants.peek().is_none()
+            || tenants.any(|tenant| !ready.values().any(|scope| covers(scope, tenant)));
+        drop(ready);
+        if nobody_here {
+            self.unannounced.notify_one();
+        }
+    }
+
+    /// Resumes became free for any stream (leases released, a redelivery): wakes the streams
+    /// of every instance.
+    pub(crate) fn freed(&self) {
         self.notify_local();
         self.unannounced.notify_one();
     }
+}
+
+/// Whether a stream of `scope` may take a resume of `tenant`.
+fn covers(scope: &TenantScope, tenant: &str) -> bool {
+    scope
+        .tenants()
+        .is_none_or(|tenants| tenants.iter().any(|t| t.as_str() == tenant))
 }
 
 /// Sends this instance's notifications until aborted: one `NOTIFY` on [`RESUME_CHANNEL`] after
@@ -78,15 +108,34 @@ pub(crate) async fn announce(conn: DatabaseConnection, signal: SqlResumeSignal) 
     }
 }
 
-/// One stream's view of [`SqlResumeSignal`].
+/// One stream's view of [`SqlResumeSignal`]; its readiness goes when it is dropped.
 #[derive(Debug)]
-pub struct SqlResumeWaiter(watch::Receiver<u64>);
+pub struct SqlResumeWaiter {
+    changes: watch::Receiver<u64>,
+    id: u64,
+    scope: TenantScope,
+    ready: Arc<Mutex<HashMap<u64, TenantScope>>>,
+    /// What it last told `ready`.
+    is_ready: bool,
+}
+
+impl Drop for SqlResumeWaiter {
+    fn drop(&mut self) {
+        self.ready(false);
+    }
+}
 
 impl ResumeSignal for SqlResumeSignal {
     type Waiter = SqlResumeWaiter;
 
-    fn waiter(&self) -> SqlResumeWaiter {
-        SqlResumeWaiter(self.sender.subscribe())
+    fn waiter(&self, scope: &TenantScope) -> SqlResumeWaiter {
+        SqlResumeWaiter {
+            changes: self.sender.subscribe(),
+            id: self.next_waiter.fetch_add(1, Ordering::Relaxed),
+            scope: scope.clone(),
+            ready: self.ready.clone(),
+            is_ready: false,
+        }
     }
 
     fn notify_local(&self) {
@@ -98,7 +147,20 @@ impl ResumeSignal for SqlResumeSignal {
 impl ResumeWaiter for SqlResumeWaiter {
     async fn wait(&mut self, fallback: Duration) {
         // Err: the sender is gone (shutdown) or the fallback passed; either way, look again.
-        let _ = tokio::time::timeout(fallback, self.0.changed()).await;
+        let _ = tokio::time::timeout(fallback, self.changes.changed()).await;
+    }
+
+    fn ready(&mut self, ready: bool) {
+        if ready == self.is_ready {
+            return;
+        }
+        self.is_ready = ready;
+        let mut streams = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        if ready {
+            streams.insert(self.id, self.scope.clone());
+        } else {
+            streams.remove(&self.id);
+        }
     }
 }
 

@@ -618,12 +618,18 @@ pub trait StoreTx: Send {
 }
 
 /// Wakes resume streams when resumes may be available, on every instance.
+///
+/// Local first: a resume committed on an instance where a [ready](ResumeWaiter::ready) stream
+/// of its tenant waits is offered to the streams of that instance alone; the other instances
+/// are told only when none is (and whenever leases are freed). So each resume costs one
+/// stream's claim rather than one per instance, and nothing is lost either way: what no woken
+/// stream takes, every stream finds at its poll interval.
 pub trait ResumeSignal: Clone + Send + Sync + 'static {
     /// One stream's view of the signal.
     type Waiter: ResumeWaiter;
 
-    /// A waiter that sees every wake-up from now on.
-    fn waiter(&self) -> Self::Waiter;
+    /// A waiter that sees every wake-up from now on, for a stream of the tenants in `scope`.
+    fn waiter(&self, scope: &TenantScope) -> Self::Waiter;
 
     /// Wakes local waiters now (after a local commit of a resume or a freed lease).
     fn notify_local(&self);
@@ -635,4 +641,9 @@ pub trait ResumeWaiter: Send {
     /// Returns when a resume may have been written since the last call, or after `fallback`
     /// at the latest (polling only as a fallback).
     async fn wait(&mut self, fallback: Duration);
+
+    /// Whether the stream would take a resume now: it has room and is not held by a client
+    /// that stops reading. Resumes of its tenants committed on this instance while it is ready
+    /// are not announced to the other instances. A new waiter is not ready.
+    fn ready(&mut self, ready: bool);
 }

@@ -110,7 +110,12 @@ pub(super) async fn apply_changes(
         remaining = later;
     }
     if woken {
-        signal.committed();
+        // The tenants of the applied changes that carried a resume.
+        signal.committed(rows.iter().zip(&results).filter_map(|(row, result)| {
+            matches!(result, Some(Ok(ChangeOutcome::Applied)))
+                .then_some(row.tenant_id.as_deref())
+                .flatten()
+        }));
     }
     results
         .into_iter()

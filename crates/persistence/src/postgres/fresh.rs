@@ -96,7 +96,12 @@ pub(super) async fn insert_fresh_waits(
     match write(conn, &rows).await {
         Ok((inserted, woken)) => {
             if woken {
-                signal.committed();
+                signal.committed(
+                    rows.iter()
+                        .zip(&inserted)
+                        .filter(|(row, inserted)| **inserted && row.resume.is_some())
+                        .map(|(row, _)| row.tenant_id.as_str()),
+                );
             }
             inserted.into_iter().map(Ok).collect()
         }

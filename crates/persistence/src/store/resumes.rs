@@ -173,7 +173,7 @@ pub(super) async fn redeliver(
         .exec(conn)
         .await
         .map_err(db_err)?;
-    signal.committed();
+    signal.freed();
     Ok(Some(Redelivered {
         resume_id: ResumeId::from_uuid(row.resume_id),
         was_acked: row.acked_at.is_some(),
@@ -194,7 +194,7 @@ pub(super) async fn release(
         .await
         .map_err(db_err)?;
     if result.rows_affected > 0 {
-        signal.committed();
+        signal.freed();
     }
     Ok(result.rows_affected)
 }

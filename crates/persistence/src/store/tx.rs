@@ -23,8 +23,8 @@ use crate::signal::SqlResumeSignal;
 pub struct SqlTx {
     tx: DatabaseTransaction,
     signal: SqlResumeSignal,
-    /// Whether a resume was written: the local streams are woken after the commit.
-    wrote_resume: bool,
+    /// The tenants of the resumes written: their streams are woken after the commit.
+    resume_tenants: Vec<String>,
 }
 
 impl SqlTx {
@@ -43,7 +43,7 @@ impl SqlTx {
         Ok(Self {
             tx: conn.begin_with_options(options).await.map_err(db_err)?,
             signal: signal.clone(),
-            wrote_resume: false,
+            resume_tenants: Vec::new(),
         })
     }
 
@@ -55,14 +55,14 @@ impl SqlTx {
         Ok(Self {
             tx: self.tx.begin().await.map_err(db_err)?,
             signal: self.signal.clone(),
-            wrote_resume: false,
+            resume_tenants: Vec::new(),
         })
     }
 
     /// Releases a savepoint into the transaction it was taken in.
     pub(crate) async fn release_into(self, outer: &mut Self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(db_err)?;
-        outer.wrote_resume |= self.wrote_resume;
+        outer.resume_tenants.extend(self.resume_tenants);
         Ok(())
     }
 
@@ -208,14 +208,17 @@ impl StoreTx for SqlTx {
 
     async fn insert_resume(&mut self, resume: &ResumeRecord) -> Result<bool, StoreError> {
         let inserted = resumes::insert(&self.tx, resume).await?;
-        self.wrote_resume |= inserted;
+        if inserted {
+            self.resume_tenants.push(resume.tenant.to_string());
+        }
         Ok(inserted)
     }
 
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(db_err)?;
-        if self.wrote_resume {
-            self.signal.committed();
+        if !self.resume_tenants.is_empty() {
+            self.signal
+                .committed(self.resume_tenants.iter().map(String::as_str));
         }
         Ok(())
     }

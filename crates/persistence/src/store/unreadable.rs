@@ -168,8 +168,8 @@ where
         resumes::insert(&tx, resume).await?;
     }
     tx.commit().await.map_err(db_err)?;
-    if repaired.resume.is_some() {
-        signal.committed();
+    if let Some(resume) = &repaired.resume {
+        signal.committed([resume.tenant.as_str()]);
     }
     Ok(repaired.wait)
 }
