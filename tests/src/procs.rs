@@ -110,11 +110,24 @@ pub struct Broker {
     log: PathBuf,
     /// Its working directory: it stores into `tansu.db` there.
     dir: PathBuf,
+    /// `--storage-engine`.
+    storage: &'static str,
 }
 
 impl Broker {
-    /// Starts `tansu` on a free port, storing into `out/tansu.db`, logging to `out/tansu.log`.
+    /// Starts `tansu` on a free port, storing into `out/tansu.db` (so that its records outlive
+    /// a restart), logging to `out/tansu.log`.
     pub async fn start(tansu: PathBuf, out: &Path) -> Result<Self> {
+        Self::start_with(tansu, out, "sqlite://tansu.db").await
+    }
+
+    /// Starts `tansu` keeping its records in memory: no write of its own per record, as an
+    /// Apache Kafka broker acknowledges from its page cache (the benchmark's broker).
+    pub async fn start_in_memory(tansu: PathBuf, out: &Path) -> Result<Self> {
+        Self::start_with(tansu, out, "memory://tansu/").await
+    }
+
+    async fn start_with(tansu: PathBuf, out: &Path, storage: &'static str) -> Result<Self> {
         let mut broker = Self {
             proc: Proc {
                 name: "tansu".into(),
@@ -124,6 +137,7 @@ impl Broker {
             port: free_port()?,
             log: out.join("tansu.log"),
             dir: out.to_path_buf(),
+            storage,
         };
         broker.restart().await?;
         Ok(broker)
@@ -150,8 +164,8 @@ impl Broker {
                 "--advertised-listener-url",
                 &listener,
                 "--storage-engine",
-                // Tansu resolves the path against its working directory.
-                "sqlite://tansu.db",
+                // Tansu resolves a SQLite path against its working directory.
+                self.storage,
             ])
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -359,7 +359,7 @@ async fn run_setup(
             let b = match std::env::var("KAFKA_BOOTSTRAP") {
                 Ok(b) => b,
                 Err(_) => {
-                    let started = Broker::start(
+                    let started = Broker::start_in_memory(
                         args.tansu
                             .clone()
                             .context("events through tansu need --tansu or KAFKA_BOOTSTRAP")?,
