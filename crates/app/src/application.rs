@@ -392,19 +392,35 @@ async fn sweep(service: Arc<Service>, config: Config, mut stopped: watch::Receiv
 }
 
 /// Purges what finished more than `retention.keep_for` ago, every `retention.interval` (the
-/// first time one interval after start), until shutdown.
+/// first time one interval after start), until shutdown; while a call leaves a backlog (it ran
+/// `MAX_PURGE_ROUNDS` full rounds), the next follows after [`PURGE_BACKLOG_PAUSE`].
 async fn purge(service: Arc<Service>, config: Config, mut stopped: watch::Receiver<bool>) {
     let retention = config.retention;
+    let mut pause = retention.interval;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(retention.interval) => {}
+            () = tokio::time::sleep(pause) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        if let Err(e) = service
-            .purge_expired(retention.keep_for, retention.batch.get())
+        pause = match service
+            .purge_expired(
+                retention.keep_for,
+                retention.batch.get(),
+                rendezvous_service::MAX_PURGE_ROUNDS,
+            )
             .await
         {
-            tracing::warn!(error = %e, "purging finished rows failed; retrying at the next interval");
-        }
+            Ok(purged) if purged.backlog => PURGE_BACKLOG_PAUSE.min(retention.interval),
+            Ok(_) => retention.interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "purging finished rows failed; retrying at the next interval");
+                retention.interval
+            }
+        };
     }
 }
+
+/// The pause between purge calls while a backlog lasts: short, so that purging keeps up with
+/// any rate of finished waits, and not nothing, so that other work gets the store between
+/// calls.
+const PURGE_BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);

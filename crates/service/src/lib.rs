@@ -39,6 +39,6 @@ pub use error::ServiceError;
 pub use outage::Outage;
 pub use replay::{MAX_REPLAY_IDS, RecordReader, Replayed};
 pub use requests::{Delivered, Delivery, Effect, Ignored, RegisterWait, Registered, WaitLookup};
-pub use retention::MAX_PURGE_ROUNDS;
+pub use retention::{MAX_PURGE_ROUNDS, Purged};
 pub use service::WaitService;
 pub use topics::{TopicPattern, TopicPolicy, TopicTenancy, check_topic_name};

@@ -9,29 +9,43 @@ use rendezvous_ports::{Clock, PurgeCounts, ResumeSignal, Store};
 
 use crate::{ServiceError, WaitService};
 
-/// Most store rounds one [`WaitService::purge_expired`] call runs; a longer backlog is left to
-/// the next call, so one call never holds the store for long.
+/// Most store rounds one [`WaitService::purge_expired`] call of the application runs; a longer
+/// backlog is left to the next call, which comes soon ([`Purged::backlog`]), so one call never
+/// holds the store for long.
 pub const MAX_PURGE_ROUNDS: u32 = 100;
+
+/// What one [`WaitService::purge_expired`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// What was deleted.
+    pub counts: PurgeCounts,
+    /// Whether it stopped at its round limit with rows left to purge: call again soon rather
+    /// than after the retention interval, or a deployment finishing waits faster than one call
+    /// per interval purges would grow without bound.
+    pub backlog: bool,
+}
 
 impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     /// Purges what finished more than `retention` ago, in rounds of at most `batch` rows of
     /// each kind (each round one transaction), until a round finds less than a full batch or
-    /// [`MAX_PURGE_ROUNDS`] ran. Never an open wait or an unacknowledged resume. Returns what
-    /// was deleted.
+    /// `max_rounds` ran. Never an open wait or an unacknowledged resume.
     pub async fn purge_expired(
         &self,
         retention: Duration,
         batch: u32,
-    ) -> Result<PurgeCounts, ServiceError> {
+        max_rounds: u32,
+    ) -> Result<Purged, ServiceError> {
         let now = self.clock.now();
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp::from_millis(now.as_millis().saturating_sub(retention_ms));
         let batch = batch.max(1);
         let mut total = PurgeCounts::default();
-        for _ in 0..MAX_PURGE_ROUNDS {
+        let mut backlog = false;
+        for _ in 0..max_rounds.max(1) {
             let round = self.store.purge(before, batch).await?;
             total.add(round);
-            if !round.full(batch) {
+            backlog = round.full(batch);
+            if !backlog {
                 break;
             }
         }
@@ -44,9 +58,13 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
                 early_events = total.early_events,
                 quarantined = total.quarantined,
                 before = before.as_millis(),
+                backlog,
                 "purged what finished before the retention period"
             );
         }
-        Ok(total)
+        Ok(Purged {
+            counts: total,
+            backlog,
+        })
     }
 }

@@ -63,19 +63,24 @@ async fn decided_and_acknowledged_waits_are_purged_after_the_retention_period() 
 
     let retention = Duration::from_secs(3600);
     clock.advance(3_600_000);
-    let nothing = service.purge_expired(retention, 1).await.unwrap();
+    let nothing = service.purge_expired(retention, 1, 100).await.unwrap();
+    assert!(!nothing.backlog);
     assert_eq!(
-        nothing.total(),
+        nothing.counts.total(),
         0,
         "decided no more than the retention period ago"
     );
     clock.advance(1);
-    let purged = service.purge_expired(retention, 1).await.unwrap();
+    // At most one round per call: the first call leaves a backlog, the second clears it.
+    let first = service.purge_expired(retention, 1, 1).await.unwrap();
+    assert_eq!((first.counts.waits, first.backlog), (1, true));
+    let rest = service.purge_expired(retention, 1, 100).await.unwrap();
     assert_eq!(
-        purged.waits, 2,
+        (rest.counts.waits, rest.backlog),
+        (1, false),
         "in rounds of one, until a round is not full"
     );
-    assert_eq!(purged.resumes, 2);
+    assert_eq!(first.counts.resumes + rest.counts.resumes, 2);
     for id in &ids[..2] {
         let lookup = WaitLookup::Id {
             wait_id: *id,
