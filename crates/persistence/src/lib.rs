@@ -7,7 +7,7 @@
 //!
 //! Where things are: `database.rs` connects and migrates; `store/` implements the store port,
 //! one module per concern; `postgres/` holds the PostgreSQL group commit and its SQL,
-//! `sqlite.rs` SQLite's (one transaction for many requests, a savepoint each);
+//! `sqlite.rs` SQLite's (one transaction for many requests);
 //! `signal.rs` the resume wake-ups; `probe.rs` health checks and statistics for operators; `rows.rs` the conversions between rows and domain types;
 //! `text.rs` free text as the databases can store it (NUL characters); `testing.rs` (feature
 //! `test-util`) a fresh database per test.

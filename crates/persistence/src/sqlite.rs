@@ -1,12 +1,15 @@
 //! SQLite group commit: [`Store::apply_change`] and [`Store::insert_fresh_wait`] requests made
 //! at the same time share one transaction, and so one WAL write and one `fsync`, each request
-//! in a savepoint of its own so that it still gets exactly the outcome it would get alone.
+//! still getting exactly the outcome it would get alone.
 //!
 //! SQLite has one writer (the store keeps one connection), so requests queue anyway; without
 //! this each of them was a transaction of its own, `BEGIN IMMEDIATE` to a synchronous commit.
 //! Under light load a request is a batch of one and runs at once (`crate::batch`). The steps
 //! are the port's own (`rendezvous_ports::apply_change_steps`, `insert_fresh_wait_steps`), so
-//! the conformance suite holds this path to exactly what the transactional one does.
+//! the conformance suite holds this path to exactly what the transactional one does; a refusal
+//! writes nothing (a change reads its wait's version and inbox first), so no request needs a
+//! savepoint. Every statement is a round trip to sqlx's SQLite thread, the cost that remains
+//! (docs/performance.md), so the batch adds none it can avoid.
 //!
 //! [`Store::apply_change`]: rendezvous_ports::Store::apply_change
 //! [`Store::insert_fresh_wait`]: rendezvous_ports::Store::insert_fresh_wait
@@ -17,9 +20,10 @@ use rendezvous_ports::{
     ApiCallRecord, ChangeOutcome, FreshWait, ResumeRecord, StoreError, StoreTx, StoredWait,
     WaitChange, apply_change_steps, insert_fresh_wait_steps,
 };
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::batch::Batcher;
+use crate::rows::db_err;
 use crate::signal::SqlResumeSignal;
 use crate::store::SqlTx;
 
@@ -73,19 +77,20 @@ impl Batchers {
     }
 }
 
-/// A request whose steps run in a savepoint of a shared transaction.
+/// A request whose steps run in a shared transaction.
 #[async_trait]
 trait Request: Send + Sync + 'static {
     type Outcome: Send + 'static;
 
-    /// Runs the steps; returns the outcome and whether what they wrote is to be kept.
+    /// Runs the steps; returns the outcome and whether they wrote anything. Writing is allowed
+    /// only on the way to an outcome that keeps it: a refusal must have written nothing.
     async fn steps(&self, tx: &mut SqlTx) -> Result<(Self::Outcome, bool), StoreError>;
 }
 
-/// Runs every request in a savepoint of one transaction: a request's savepoint is released
-/// when it is to be kept and rolled back otherwise (an error, a version that moved, a
-/// duplicate), then the transaction commits once, and only then are the streams woken. A
-/// commit that fails fails every request of the batch: none of them was written.
+/// Runs every request in one transaction and commits once; only then are the streams woken.
+/// A request that fails (nothing else can leave half its writes behind) rolls the batch back,
+/// and then each request runs again in a transaction of its own, so that one bad request
+/// cannot fail the others. A commit that fails fails every request: none was written.
 async fn in_one_transaction<R: Request>(
     conn: &DatabaseConnection,
     signal: &SqlResumeSignal,
@@ -94,41 +99,51 @@ async fn in_one_transaction<R: Request>(
     let every = |e: StoreError| -> Vec<Result<R::Outcome, StoreError>> {
         requests.iter().map(|_| Err(e.clone())).collect()
     };
-    let mut outer = match SqlTx::begin(conn, signal).await {
-        Ok(tx) => tx,
-        Err(e) => return every(e),
-    };
-    let mut results = Vec::with_capacity(requests.len());
-    for request in &requests {
-        results.push(in_savepoint(&mut outer, request).await);
+    if requests.len() > 1 {
+        let mut tx = match SqlTx::begin(conn, signal).await {
+            Ok(tx) => tx,
+            Err(e) => return every(e),
+        };
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in &requests {
+            match request.steps(&mut tx).await {
+                Ok((outcome, _)) => outcomes.push(outcome),
+                Err(e) => {
+                    tracing::warn!(error = %e, requests = requests.len(), "a request of a SQLite batch failed; running each on its own");
+                    if let Err(e) = tx.roll_back().await {
+                        return every(e);
+                    }
+                    return alone(conn, signal, &requests).await;
+                }
+            }
+        }
+        return match tx.commit().await {
+            Ok(()) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => every(e),
+        };
     }
-    match outer.commit().await {
-        Ok(()) => results,
-        Err(e) => every(e),
-    }
+    alone(conn, signal, &requests).await
 }
 
-/// One request in a savepoint of `outer`: released when its writes are to be kept, rolled
-/// back otherwise.
-async fn in_savepoint<R: Request>(
-    outer: &mut SqlTx,
-    request: &R,
-) -> Result<R::Outcome, StoreError> {
-    let mut savepoint = outer.savepoint().await?;
-    match request.steps(&mut savepoint).await {
-        Ok((outcome, true)) => {
-            savepoint.release_into(outer).await?;
+/// Each request in a transaction of its own, committed when it wrote something.
+async fn alone<R: Request>(
+    conn: &DatabaseConnection,
+    signal: &SqlResumeSignal,
+    requests: &[R],
+) -> Vec<Result<R::Outcome, StoreError>> {
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let result = async {
+            let mut tx = SqlTx::begin(conn, signal).await?;
+            let (outcome, wrote) = request.steps(&mut tx).await?;
+            if wrote {
+                tx.commit().await?;
+            }
             Ok(outcome)
-        }
-        Ok((outcome, false)) => {
-            savepoint.roll_back().await?;
-            Ok(outcome)
-        }
-        Err(e) => {
-            savepoint.roll_back().await?;
-            Err(e)
-        }
+        };
+        results.push(result.await);
     }
+    results
 }
 
 /// A [`WaitChange`] that owns its parts, to wait in the queue.
@@ -155,14 +170,52 @@ impl Request for OwnedChange {
     type Outcome = ChangeOutcome;
 
     async fn steps(&self, tx: &mut SqlTx) -> Result<(ChangeOutcome, bool), StoreError> {
+        // What the steps would refuse, found before they write: the compare-and-set first,
+        // then the inbox, as `apply_change_steps` decides.
+        let key = self.processed.as_ref().map(|(k, _)| k.to_string());
+        let found = tx
+            .transaction()
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT w.version = ? AS current, \
+                   EXISTS (SELECT 1 FROM processed_events p \
+                           WHERE p.wait_id = w.id AND p.event_key = ?) AS seen \
+                 FROM waits w WHERE w.id = ?",
+                [
+                    self.expected_version.into(),
+                    key.into(),
+                    self.wait.state.key.id.as_uuid().into(),
+                ],
+            ))
+            .await
+            .map_err(db_err)?;
+        let (current, seen) = match found {
+            Some(row) => (
+                row.try_get::<bool>("", "current").map_err(db_err)?,
+                row.try_get::<bool>("", "seen").map_err(db_err)?,
+            ),
+            None => (false, false),
+        };
+        if !current {
+            return Ok((ChangeOutcome::VersionMoved, false));
+        }
+        if seen {
+            return Ok((ChangeOutcome::AlreadyProcessed, false));
+        }
         let change = WaitChange {
             wait: &self.wait,
             expected_version: self.expected_version,
             processed: self.processed.as_ref().map(|(k, s)| (k, s)),
             resume: self.resume.as_ref(),
         };
-        let outcome = apply_change_steps(tx, change).await?;
-        Ok((outcome, outcome == ChangeOutcome::Applied))
+        match apply_change_steps(tx, change).await? {
+            ChangeOutcome::Applied => Ok((ChangeOutcome::Applied, true)),
+            // Only another writer in between could make the steps refuse now, and SQLite has
+            // one: whatever they wrote must not stay.
+            other => Err(StoreError::Other(format!(
+                "a change checked in its own transaction was refused ({other:?})"
+            ))),
+        }
     }
 }
 
@@ -193,6 +246,8 @@ impl Request for OwnedFresh {
             call: self.call.as_ref(),
             resume: self.resume.as_ref(),
         };
+        // Refused, it wrote nothing: the checks only read, and an insert refused by a unique
+        // index is undone by SQLite alone, the transaction going on.
         let inserted = insert_fresh_wait_steps(tx, fresh).await?;
         Ok((inserted, inserted))
     }

@@ -7,7 +7,7 @@
 //!
 //! The conformance suite is the contract: the batched statements here and
 //! `rendezvous_ports::apply_change_steps` / `insert_fresh_wait_steps` (the steps SQLite's
-//! group commit runs, a savepoint each) implement the same semantics, and only
+//! group commit runs) implement the same semantics, and only
 //! `tests/conformance` ties them together. Change one, run the suite on both backends.
 //!
 //! [`Store::apply_change`]: rendezvous_ports::Store::apply_change

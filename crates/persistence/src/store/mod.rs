@@ -48,7 +48,7 @@ pub struct SqlStore {
 enum GroupCommit {
     /// Shared statements (`crate::postgres`).
     Postgres(crate::postgres::Batchers),
-    /// Shared transactions, a savepoint per request (`crate::sqlite`).
+    /// Shared transactions (`crate::sqlite`).
     Sqlite(crate::sqlite::Batchers),
 }
 
@@ -90,7 +90,7 @@ impl Store for SqlStore {
 
     /// Shared with the changes other requests make at the same time: on PostgreSQL one
     /// statement committed on its own, one round trip for many events under load; on SQLite
-    /// one transaction, a savepoint per change, one commit.
+    /// one transaction and one commit for many changes.
     async fn apply_change(&self, change: WaitChange<'_>) -> Result<ChangeOutcome, StoreError> {
         match &self.group_commit {
             GroupCommit::Postgres(batchers) => batchers.apply_change(change).await,
@@ -99,8 +99,8 @@ impl Store for SqlStore {
     }
 
     /// Shared with the registrations other requests make at the same time: on PostgreSQL one
-    /// transaction of two statements for the whole batch; on SQLite one transaction, a
-    /// savepoint per registration.
+    /// transaction of two statements for the whole batch; on SQLite one transaction and one
+    /// commit for many registrations.
     async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
         match &self.group_commit {
             GroupCommit::Postgres(batchers) => batchers.insert_fresh_wait(fresh).await,

@@ -47,32 +47,13 @@ impl SqlTx {
         })
     }
 
-    /// A savepoint in this transaction, as a transaction of its own: released with
-    /// [`Self::release_into`], its writes become this transaction's (and a resume it wrote wakes
-    /// the streams when this one commits); rolled back with [`Self::roll_back`], they are
-    /// undone and nothing else is.
-    pub(crate) async fn savepoint(&self) -> Result<Self, StoreError> {
-        Ok(Self {
-            tx: self.tx.begin().await.map_err(db_err)?,
-            signal: self.signal.clone(),
-            resume_tenants: Vec::new(),
-        })
-    }
-
-    /// Releases a savepoint into the transaction it was taken in.
-    pub(crate) async fn release_into(self, outer: &mut Self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(db_err)?;
-        outer.resume_tenants.extend(self.resume_tenants);
-        Ok(())
-    }
-
-    /// Rolls back (a savepoint: to where it was taken).
+    /// Rolls back.
     pub(crate) async fn roll_back(self) -> Result<(), StoreError> {
         self.tx.rollback().await.map_err(db_err)
     }
 
-    /// The database transaction, for tests that ask the server about it.
-    #[cfg(all(test, feature = "test-util"))]
+    /// The database transaction: for reads of the SQLite group commit, and for tests that ask
+    /// the server about it.
     pub(crate) fn transaction(&self) -> &DatabaseTransaction {
         &self.tx
     }
