@@ -21,7 +21,7 @@ use rendezvous_ports::{Clock, ResumeSignal, Store, TopicFields};
 use rendezvous_service::{TopicPolicy, WaitService};
 use tokio::sync::watch;
 
-use crate::extract::{Extracted, Naming, TopicIndex};
+use crate::extract::{Extracted, Naming, Record, TopicIndex, extract};
 use crate::record::MAX_RECORD_ATTEMPTS;
 use crate::subscription::{Lookup, Subscription};
 
@@ -121,13 +121,23 @@ impl IngressConfig {
             .map_err(|e| IngressError::Kafka(describe_error(&e)))
     }
 
-    /// Where records carry their identity and tenant.
-    pub(crate) fn naming<'a>(&'a self, topics: &'a TopicPolicy) -> Naming<'a> {
-        Naming {
-            event_id_field: &self.event_id_field,
-            tenant_header: &self.tenant_header,
-            topics,
-        }
+    /// A record's ids, tenant and event, read where this configuration says records carry
+    /// their identity and tenant: the one reading of the consumer and of a replay.
+    pub(crate) fn extract(
+        &self,
+        index: &TopicIndex,
+        record: Record<'_>,
+        topics: &TopicPolicy,
+    ) -> Result<Extracted, String> {
+        extract(
+            index,
+            record,
+            Naming {
+                event_id_field: &self.event_id_field,
+                tenant_header: &self.tenant_header,
+                topics,
+            },
+        )
     }
 
     /// The consumer's librdkafka configuration: the ingress's own settings, then

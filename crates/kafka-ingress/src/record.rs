@@ -16,7 +16,7 @@ use rendezvous_service::parse::{optional, required, tenant};
 use rendezvous_service::{Delivered, Delivery, Effect, ServiceError};
 use tokio::sync::watch;
 
-use crate::extract::{Extracted, Record, TopicIndex, extract};
+use crate::extract::{Extracted, Record, TopicIndex};
 use crate::ingress::KafkaIngress;
 
 /// How many times a record is tried when it fails for another reason than database
@@ -111,11 +111,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> KafkaIngress<S, G, C> {
             value: message.payload(),
             headers: &headers,
         };
-        extract(
-            index,
-            record,
-            self.config.naming(self.service.topic_policy()),
-        )
+        self.config
+            .extract(index, record, self.service.topic_policy())
     }
 
     async fn handle_in_span(

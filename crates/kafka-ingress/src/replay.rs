@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use rendezvous_ports::{Clock, Quarantined, ResumeSignal, Store};
 use rendezvous_service::{Delivery, RecordReader, ServiceError, WaitService};
 
-use crate::extract::{Record, TopicIndex, extract};
+use crate::extract::{Record, TopicIndex};
 use crate::ingress::IngressConfig;
 use crate::record::delivery;
 
@@ -43,12 +43,10 @@ impl<S: Store, G: ResumeSignal, C: Clock> RecordReplay<S, G, C> {
             value: (!value.is_empty()).then_some(value),
             headers: &headers,
         };
-        let extracted = extract(
-            &index,
-            record,
-            self.config.naming(self.service.topic_policy()),
-        )
-        .map_err(refused)?;
+        let extracted = self
+            .config
+            .extract(&index, record, self.service.topic_policy())
+            .map_err(refused)?;
         delivery(extracted, topic, value.len())
     }
 }

@@ -264,8 +264,9 @@ impl Ratio {
 }
 
 /// `now` against `then` (both as [`Report::json`] writes them): for every run both have (same
-/// path, instance count and run name), now ÷ then of joins/s, latency, CPU per join and peak
-/// memory; and the two ceilings, which say how the machines compare.
+/// path, instance count, run name and concurrency: ratios across concurrencies say nothing),
+/// now ÷ then of joins/s, latency, CPU per join and peak memory; and the two ceilings, which say
+/// how the machines compare.
 fn compare(now: &Value, then: &Value, then_name: &str) -> Vec<String> {
     let mut lines = vec![format!(
         "now ({}, {}) ÷ then ({then_name}: {}, {}):",
@@ -285,7 +286,10 @@ fn compare(now: &Value, then: &Value, then_name: &str) -> Vec<String> {
         };
         let earlier_runs = earlier["runs"].as_array().unwrap_or(&empty);
         for run in setup["runs"].as_array().unwrap_or(&empty) {
-            let Some(before) = earlier_runs.iter().find(|r| r["name"] == run["name"]) else {
+            let Some(before) = earlier_runs
+                .iter()
+                .find(|r| r["name"] == run["name"] && r["concurrency"] == run["concurrency"])
+            else {
                 continue;
             };
             matched += 1;
@@ -319,7 +323,9 @@ fn compare(now: &Value, then: &Value, then_name: &str) -> Vec<String> {
         }
     }
     if matched == 0 {
-        lines.push("  no run in common (same events path, instances and run name)".to_owned());
+        lines.push(
+            "  no run in common (same events path, instances, run name and concurrency)".to_owned(),
+        );
     }
     if let (Some(a), Some(b)) = (
         now["pg_ceiling_tps"].as_f64(),
@@ -450,6 +456,15 @@ mod tests {
         let now = report(1.0, 1.0, 1.0).json();
         let mut then = now.clone();
         then["setups"] = json!([]);
+        let lines = compare(&now, &then, "f").join("\n");
+        assert!(lines.contains("no run in common"), "{lines}");
+        // The same runs at another concurrency are not held against each other.
+        let mut then = now.clone();
+        for setup in then["setups"].as_array_mut().unwrap() {
+            for run in setup["runs"].as_array_mut().unwrap() {
+                run["concurrency"] = json!(16);
+            }
+        }
         let lines = compare(&now, &then, "f").join("\n");
         assert!(lines.contains("no run in common"), "{lines}");
     }
