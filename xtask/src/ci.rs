@@ -37,7 +37,8 @@ pub(crate) fn run() -> Result<()> {
     // A few seconds of each benchmark path (gRPC, the embedded broker, Tansu) so that the
     // harness cannot rot: it prints numbers and asserts none (a CI machine's speed says
     // nothing; docs/performance.md compares runs made in one session). Held against the newest
-    // saved report, so that `--compare` runs too; nothing is saved.
+    // saved report of the same paths, so that `--compare` runs too (its C=1 runs match);
+    // nothing is saved.
     let mut args = vec![
         "--kafka",
         "--no-save",
@@ -63,7 +64,8 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-/// The newest report under docs/bench/ (their names start with the date).
+/// The newest report under docs/bench/ of the paths the quick bench takes (names start with
+/// the date, then the database, the paths and the instance counts).
 fn newest_report() -> Result<Option<std::path::PathBuf>> {
     let dir = workspace_root().join("docs/bench");
     if !dir.exists() {
@@ -72,7 +74,11 @@ fn newest_report() -> Result<Option<std::path::PathBuf>> {
     let mut reports: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("-postgres-grpc+embedded+tansu-x1.json"))
+        })
         .collect();
     reports.sort();
     Ok(reports.pop())
