@@ -45,19 +45,9 @@ impl Batchers {
         conn: &DatabaseConnection,
         signal: &SqlResumeSignal,
     ) -> Option<Self> {
-        (conn.get_database_backend() == DbBackend::Sqlite).then(|| {
-            let (c, s) = (conn.clone(), signal.clone());
-            // One connection: one batch at a time.
-            let changes = Batcher::spawn("changes", MAX_BATCH, 1, move |rows| {
-                let (c, s) = (c.clone(), s.clone());
-                async move { in_one_transaction(&c, &s, rows).await }
-            });
-            let (c, s) = (conn.clone(), signal.clone());
-            let fresh = Batcher::spawn("fresh", MAX_BATCH, 1, move |rows| {
-                let (c, s) = (c.clone(), s.clone());
-                async move { in_one_transaction(&c, &s, rows).await }
-            });
-            Self { changes, fresh }
+        (conn.get_database_backend() == DbBackend::Sqlite).then(|| Self {
+            changes: spawn("changes", conn, signal),
+            fresh: spawn("fresh", conn, signal),
         })
     }
 
@@ -75,6 +65,19 @@ impl Batchers {
     pub(crate) async fn insert_fresh_wait(&self, fresh: FreshWait<'_>) -> Result<bool, StoreError> {
         self.fresh.call(OwnedFresh::of(fresh)).await
     }
+}
+
+/// A batcher running its batches with [`in_one_transaction`], one at a time (one connection).
+fn spawn<R: Request>(
+    statement: &'static str,
+    conn: &DatabaseConnection,
+    signal: &SqlResumeSignal,
+) -> Batcher<R, R::Outcome> {
+    let (conn, signal) = (conn.clone(), signal.clone());
+    Batcher::spawn(statement, MAX_BATCH, 1, move |requests| {
+        let (conn, signal) = (conn.clone(), signal.clone());
+        async move { in_one_transaction(&conn, &signal, requests).await }
+    })
 }
 
 /// A request whose steps run in a shared transaction.

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use rendezvous_domain::TenantId;
 use rendezvous_persistence::testing::{Backend, TestDatabase};
-use rendezvous_persistence::{Database, DatabaseConfig};
+use rendezvous_persistence::{Database, DatabaseConfig, SqlStore};
 use rendezvous_ports::{
-    ChangeOutcome, ResumeRecord, ResumeSignal, ResumeWaiter, Store, StoreTx, TenantScope,
-    WaitChange,
+    ChangeOutcome, ResumeRecord, ResumeSignal, ResumeWaiter, Store, StoreTx, StoredWait,
+    TenantScope, WaitChange,
 };
 
 use crate::support::*;
@@ -16,15 +16,8 @@ use crate::support::*;
 /// `LISTEN`), and the writer's own streams (locally; its listener skips its own `NOTIFY`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_on_one_instance_wakes_the_streams_of_every_instance() {
-    let db = TestDatabase::create(Backend::Postgres).await.unwrap();
-    let config = DatabaseConfig::new(&db.url);
-    let (a, b) = (
-        Database::connect(&config).await.unwrap(),
-        Database::connect(&config).await.unwrap(),
-    );
+    let (_db, a, b) = two_instances().await;
     let store = a.store();
-    let w = wait(1, "c1", T0);
-    insert(&store, &w).await;
     // Let both listeners subscribe before anything is sent.
     // Neither stream is ready, so every resume is announced to every instance.
     let mut on_b = b.signal().waiter(&TenantScope::All);
@@ -34,20 +27,7 @@ async fn a_resume_on_one_instance_wakes_the_streams_of_every_instance() {
     tokio::time::timeout(Duration::from_millis(50), on_b.wait(never))
         .await
         .expect_err("nothing happened yet, so nothing may wake a stream");
-    let mut decided = w.clone();
-    decided.state.cancel(None, at(1)).unwrap();
-    decided.version = 2;
-    let resume = ResumeRecord::of(&decided.state, resume_id(9)).unwrap();
-    let change = WaitChange {
-        wait: &decided,
-        expected_version: 1,
-        processed: None,
-        resume: Some(&resume),
-    };
-    assert_eq!(
-        store.apply_change(change).await.unwrap(),
-        ChangeOutcome::Applied
-    );
+    let decided = decide(&store, 1).await;
     tokio::time::timeout(Duration::from_secs(30), on_a.wait(never))
         .await
         .expect("the writing instance's streams are woken");
@@ -83,12 +63,7 @@ async fn a_resume_on_one_instance_wakes_the_streams_of_every_instance() {
 /// everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_local_stream_of_the_tenant_takes_the_resume_alone() {
-    let db = TestDatabase::create(Backend::Postgres).await.unwrap();
-    let config = DatabaseConfig::new(&db.url);
-    let (a, b) = (
-        Database::connect(&config).await.unwrap(),
-        Database::connect(&config).await.unwrap(),
-    );
+    let (_db, a, b) = two_instances().await;
     let store = a.store();
     let mut on_b = b.signal().waiter(&TenantScope::All);
     let mut on_a = a.signal().waiter(&TenantScope::All);
@@ -98,30 +73,9 @@ async fn a_ready_local_stream_of_the_tenant_takes_the_resume_alone() {
     other_tenant_on_a.ready(true);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let never = Duration::from_secs(3600);
-    let decide = |n: u128| {
-        let store = store.clone();
-        async move {
-            let w = wait(n, &format!("c{n}"), T0);
-            insert(&store, &w).await;
-            let mut decided = w.clone();
-            decided.state.cancel(None, at(1)).unwrap();
-            decided.version = 2;
-            let resume = ResumeRecord::of(&decided.state, resume_id(n)).unwrap();
-            let change = WaitChange {
-                wait: &decided,
-                expected_version: 1,
-                processed: None,
-                resume: Some(&resume),
-            };
-            assert_eq!(
-                store.apply_change(change).await.unwrap(),
-                ChangeOutcome::Applied
-            );
-        }
-    };
 
     on_a.ready(true);
-    decide(1).await;
+    decide(&store, 1).await;
     tokio::time::timeout(Duration::from_secs(30), on_a.wait(never))
         .await
         .expect("the ready local stream is woken");
@@ -131,7 +85,7 @@ async fn a_ready_local_stream_of_the_tenant_takes_the_resume_alone() {
 
     // Not ready (full, or held by a client that does not read): everyone is told.
     on_a.ready(false);
-    decide(2).await;
+    decide(&store, 2).await;
     tokio::time::timeout(Duration::from_secs(30), on_b.wait(never))
         .await
         .expect("with no ready stream of the tenant here, the other instances are told");
@@ -139,7 +93,7 @@ async fn a_ready_local_stream_of_the_tenant_takes_the_resume_alone() {
     // Gone (dropped while ready): everyone is told.
     on_a.ready(true);
     drop(on_a);
-    decide(3).await;
+    decide(&store, 3).await;
     tokio::time::timeout(Duration::from_secs(30), on_b.wait(never))
         .await
         .expect("a dropped stream is not ready");
@@ -165,4 +119,37 @@ async fn a_ready_local_stream_of_the_tenant_takes_the_resume_alone() {
         .expect("freed leases are announced to every instance");
     a.close().await;
     b.close().await;
+}
+
+/// Two instances on one fresh PostgreSQL database.
+async fn two_instances() -> (TestDatabase, Database, Database) {
+    let db = TestDatabase::create(Backend::Postgres).await.unwrap();
+    let config = DatabaseConfig::new(&db.url);
+    let (a, b) = (
+        Database::connect(&config).await.unwrap(),
+        Database::connect(&config).await.unwrap(),
+    );
+    (db, a, b)
+}
+
+/// Registers wait `n` (correlation id `c{n}`) and decides it, with its resume, through the
+/// group commit; returns the decided wait.
+async fn decide(store: &SqlStore, n: u128) -> StoredWait {
+    let w = wait(n, &format!("c{n}"), T0);
+    insert(store, &w).await;
+    let mut decided = w.clone();
+    decided.state.cancel(None, at(1)).unwrap();
+    decided.version = 2;
+    let resume = ResumeRecord::of(&decided.state, resume_id(n)).unwrap();
+    let change = WaitChange {
+        wait: &decided,
+        expected_version: 1,
+        processed: None,
+        resume: Some(&resume),
+    };
+    assert_eq!(
+        store.apply_change(change).await.unwrap(),
+        ChangeOutcome::Applied
+    );
+    decided
 }
