@@ -2,6 +2,7 @@
 //! fresh SQLite file or a fresh PostgreSQL database, and drive it over gRPC the way a workflow
 //! engine and a callback gateway do. This file holds the helpers; tests live in `tests/`.
 
+pub mod http;
 pub mod procs;
 pub mod proxy;
 pub mod security;
@@ -10,11 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rendezvous_app::{Application, Command, Config, Running};
-use rendezvous_grpc_api::v1;
-use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
+use rendezvous_client::v1;
+use rendezvous_client::v1::callback_service_client::CallbackServiceClient;
+use rendezvous_client::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::{Client, RetryPolicy, Subscription};
+
+pub use http::Door;
 use tonic::transport::Channel;
 
 pub use rendezvous_persistence::testing::{Backend, POSTGRES_ADMIN_URL, TestDatabase};
@@ -62,6 +64,10 @@ pub struct TestApp {
     pub waits: WaitServiceClient<Channel>,
     /// The callback gateway's client.
     pub callbacks: CallbackServiceClient<Channel>,
+    /// The client crate's client of it (no credential).
+    pub client: Client,
+    /// Where [`Self::api_response`] and [`Self::event`] deliver: gRPC or HTTP.
+    pub door: Door,
     running: Option<Running>,
 }
 
@@ -70,6 +76,33 @@ impl TestApp {
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
         let app = Application::build(test_config(database_url, extra_env)?).await?;
         Self::from_running(app.spawn()?).await
+    }
+
+    /// Starts an instance on `database_url` that takes callbacks signed with a fresh webhook
+    /// secret (of every tenant), and delivers events through the HTTP door
+    /// ([`http::Door::Http`]) with it.
+    pub async fn start_http(database_url: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
+        let signer = http::Signer::random();
+        let mut config = test_config(database_url, extra_env)?;
+        let file = std::env::temp_dir().join(format!(
+            "rendezvous-webhook-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&file, &signer.text)?;
+        config.auth.webhooks = vec![rendezvous_app::config::WebhookEntry {
+            name: "tests".into(),
+            secret: rendezvous_app::config::SecretEntry {
+                file: Some(file.clone()),
+                env: None,
+            },
+            tenants: vec!["*".into()],
+        }];
+        // Read once at start-up: the file is not needed afterwards.
+        let app = Application::build(config).await;
+        let _ = std::fs::remove_file(&file);
+        let mut app = Self::from_running(app?.spawn()?).await?;
+        app.door = Door::Http(signer);
+        Ok(app)
     }
 
     /// Clients for an instance already running.
@@ -83,7 +116,10 @@ impl TestApp {
             addr,
             admin,
             waits: WaitServiceClient::new(channel.clone()),
-            callbacks: CallbackServiceClient::new(channel),
+            callbacks: CallbackServiceClient::new(channel.clone()),
+            // No retries: a test sees every status the service answers with.
+            client: Client::new(channel).with_retry(RetryPolicy::never()),
+            door: Door::Grpc,
             running: Some(running),
         })
     }
@@ -95,6 +131,8 @@ impl TestApp {
             admin: self.admin,
             waits: self.waits.clone(),
             callbacks: self.callbacks.clone(),
+            client: self.client.clone(),
+            door: self.door.clone(),
             running: None,
         }
     }
@@ -114,7 +152,7 @@ impl TestApp {
         config: &serde_json::Value,
     ) -> Result<v1::RegisterWaitResponse> {
         Ok(self
-            .waits
+            .client
             .register_wait(v1::RegisterWaitRequest {
                 execution_id: execution_id.into(),
                 node_id: "node-1".into(),
@@ -122,8 +160,7 @@ impl TestApp {
                 input_variables: seed_variables(),
                 ..Default::default()
             })
-            .await?
-            .into_inner())
+            .await?)
     }
 
     /// Delivers an API response through the callback gateway RPC.
@@ -133,18 +170,49 @@ impl TestApp {
         execution_id: &str,
         key: &str,
     ) -> Result<v1::DeliverApiResponseResponse, tonic::Status> {
-        Ok(self
-            .callbacks
-            .deliver_api_response(v1::DeliverApiResponseRequest {
-                correlation_id: correlation_id.into(),
-                execution_id: execution_id.into(),
-                http_status: 200,
-                body: br#"{"result":"ok"}"#.to_vec(),
-                idempotency_key: key.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner())
+        let body = br#"{"result":"ok"}"#;
+        match &self.door {
+            Door::Grpc => {
+                self.client
+                    .deliver_api_response(v1::DeliverApiResponseRequest {
+                        correlation_id: correlation_id.into(),
+                        execution_id: execution_id.into(),
+                        http_status: 200,
+                        body: body.to_vec(),
+                        idempotency_key: key.into(),
+                        ..Default::default()
+                    })
+                    .await
+            }
+            Door::Http(signer) => {
+                let path = format!(
+                    "/v1/callbacks/api-response?{}",
+                    http::query(&[
+                        ("correlation_id", correlation_id),
+                        ("execution_id", execution_id)
+                    ])
+                );
+                self.http_delivery(signer, &path, key, body)
+                    .await
+                    .map(Into::into)
+            }
+        }
+    }
+
+    /// Posts a signed callback and reads its answer as the gRPC door would give it.
+    async fn http_delivery(
+        &self,
+        signer: &http::Signer,
+        path: &str,
+        key: &str,
+        body: &[u8],
+    ) -> Result<http::Delivered, tonic::Status> {
+        let mut headers = signer.headers(key, http::now(), body);
+        headers.push(("content-type".into(), "application/json".into()));
+        http::post(self.addr, path, &headers, body)
+            .await
+            .and_then(|a| a.delivery())
+            .map_err(|e| tonic::Status::internal(format!("the HTTP door: {e:#}")))?
     }
 
     /// Delivers an event for a named source (the service's ingest use case, as the Kafka
@@ -157,36 +225,42 @@ impl TestApp {
         key: &str,
         payload: serde_json::Value,
     ) -> Result<v1::DeliverEventResponse, tonic::Status> {
-        Ok(self
-            .callbacks
-            .deliver_event(v1::DeliverEventRequest {
-                correlation_id: correlation_id.into(),
-                execution_id: execution_id.into(),
-                source: source.into(),
-                payload_json: payload.to_string(),
-                event_key: key.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner())
+        match &self.door {
+            Door::Grpc => {
+                self.client
+                    .deliver_event(v1::DeliverEventRequest {
+                        correlation_id: correlation_id.into(),
+                        execution_id: execution_id.into(),
+                        source: source.into(),
+                        payload_json: payload.to_string(),
+                        event_key: key.into(),
+                        ..Default::default()
+                    })
+                    .await
+            }
+            Door::Http(signer) => {
+                let path = format!(
+                    "/v1/callbacks/events/{source}?{}",
+                    http::query(&[
+                        ("correlation_id", correlation_id),
+                        ("execution_id", execution_id)
+                    ])
+                );
+                self.http_delivery(signer, &path, key, payload.to_string().as_bytes())
+                    .await
+                    .map(Into::into)
+            }
+        }
     }
 
     /// A wait by id.
     pub async fn get(&mut self, wait_id: &str) -> Result<v1::Wait> {
-        self.waits
-            .get_wait(v1::GetWaitRequest {
-                key: Some(v1::get_wait_request::Key::WaitId(wait_id.into())),
-                tenant_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .wait
-            .context("GetWait answered without a wait")
+        Ok(self.client.get_wait_by_id(wait_id).await?)
     }
 
     /// Opens a resume stream.
     pub async fn subscribe(&mut self, max_in_flight: u32) -> Result<Engine> {
-        Engine::connect(self.waits.clone(), max_in_flight).await
+        Engine::connect(&self.client, max_in_flight).await
     }
 }
 
@@ -201,85 +275,62 @@ impl Drop for TestApp {
     }
 }
 
-/// A fake workflow engine: one resume stream with explicit acks.
+/// A fake workflow engine: one resume stream with explicit acks (the client crate's
+/// [`Subscription`]), with the timeouts a test wants.
 pub struct Engine {
-    acks: mpsc::Sender<v1::ResumeStreamRequest>,
-    inbound: tonic::Streaming<v1::ResumeStreamResponse>,
+    subscription: Subscription,
 }
 
 impl Engine {
-    /// Subscribes on a client.
-    pub async fn connect(client: WaitServiceClient<Channel>, max_in_flight: u32) -> Result<Self> {
+    /// Subscribes through a client.
+    pub async fn connect(client: &Client, max_in_flight: u32) -> Result<Self> {
         Self::connect_tenant(client, "", max_in_flight).await
     }
 
     /// Subscribes for one tenant's resumes only (empty: every tenant).
     pub async fn connect_tenant(
-        mut client: WaitServiceClient<Channel>,
+        client: &Client,
         tenant_id: &str,
         max_in_flight: u32,
     ) -> Result<Self> {
-        let (acks, rx) = mpsc::channel(1024);
-        acks.send(v1::ResumeStreamRequest {
-            message: Some(v1::resume_stream_request::Message::Subscribe(
-                v1::Subscribe {
-                    tenant_id: tenant_id.to_owned(),
-                    max_in_flight,
-                },
-            )),
-        })
-        .await?;
-        let inbound = client
-            .resume_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        Ok(Self { acks, inbound })
+        let subscription = client
+            .subscribe(v1::Subscribe {
+                tenant_id: tenant_id.to_owned(),
+                max_in_flight,
+            })
+            .await?;
+        Ok(Self { subscription })
     }
 
     /// The next resume, or an error after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Result<v1::Resume> {
-        match tokio::time::timeout(timeout, self.inbound.next()).await {
+        match tokio::time::timeout(timeout, self.subscription.next()).await {
             Err(_) => bail!("no resume within {timeout:?}"),
-            Ok(None) => bail!("the resume stream ended"),
-            Ok(Some(Err(status))) => bail!("the resume stream failed: {status}"),
-            Ok(Some(Ok(v1::ResumeStreamResponse {
-                message: Some(v1::resume_stream_response::Message::Resume(r)),
-            }))) => Ok(r),
-            Ok(Some(Ok(other))) => bail!("unexpected message {other:?}"),
+            Ok(Ok(Some(resume))) => Ok(resume),
+            Ok(Ok(None)) => bail!("the resume stream ended"),
+            Ok(Err(status)) => bail!("the resume stream failed: {status}"),
         }
     }
 
     /// Asserts that nothing arrives within `within`.
     pub async fn expect_nothing(&mut self, within: Duration) -> Result<()> {
-        match tokio::time::timeout(within, self.inbound.next()).await {
+        match tokio::time::timeout(within, self.subscription.next()).await {
             Err(_) => Ok(()),
             Ok(other) => bail!("expected no resume, got {other:?}"),
         }
     }
 
-    /// Closes gracefully: half-closes the request side (so every ack sent is processed) and
-    /// waits for the server to end the stream.
+    /// Closes gracefully: every ack sent is processed, then the server ends the stream.
     pub async fn close(self) -> Result<()> {
-        let Self { acks, mut inbound } = self;
-        drop(acks);
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while inbound.next().await.is_some() {}
-        })
-        .await
-        .context("the server did not end the resume stream")?;
+        tokio::time::timeout(Duration::from_secs(10), self.subscription.close())
+            .await
+            .context("the server did not end the resume stream")??;
         Ok(())
     }
 
     /// Acknowledges a resume.
     pub async fn ack(&self, resume: &v1::Resume) -> Result<()> {
-        self.acks
-            .send(v1::ResumeStreamRequest {
-                message: Some(v1::resume_stream_request::Message::Ack(v1::Ack {
-                    resume_id: resume.resume_id.clone(),
-                })),
-            })
-            .await?;
-        Ok(())
+        Ok(self.subscription.ack(&resume.resume_id).await?)
     }
 }
 

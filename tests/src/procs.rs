@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use rendezvous_grpc_api::v1;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
-use crate::security::{ClientCredentials, tls_channel};
+use crate::security::{ClientCredentials, tls_channel, tls_endpoint};
 
 /// A child process that is killed when dropped.
 pub struct Proc {
@@ -199,12 +199,6 @@ pub async fn create_topic(bootstrap: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds `authorization: Bearer <token>` to every request of a client (the operator CLI's).
-pub use rendezvous_app::operator::Bearer;
-
-/// A channel whose requests carry a bearer token (or none).
-pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
-
 /// One service instance.
 pub struct Instance {
     /// The process.
@@ -296,6 +290,18 @@ impl Instance {
                     .await?,
             ),
             Some(c) => tls_channel(self.port, &c.ca, Some(&c.engine)).await,
+        }
+    }
+
+    /// Its endpoint for the engine (with TLS, the engine's client certificate), not yet
+    /// connected: what a [`rendezvous_client::ResumeFeed`] takes.
+    pub fn endpoint(&self) -> Result<Endpoint> {
+        match &self.credentials {
+            None => Ok(Endpoint::from_shared(format!(
+                "http://127.0.0.1:{}",
+                self.port
+            ))?),
+            Some(c) => tls_endpoint(self.port, &c.ca, Some(&c.engine)),
         }
     }
 

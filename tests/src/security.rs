@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// A directory of files for one test, removed when dropped.
 pub struct Scratch(pub PathBuf);
@@ -169,17 +169,20 @@ pub fn api_key() -> (String, String) {
 
 /// A TLS channel to `port` on 127.0.0.1 that trusts `ca` (PEM), presenting `client` if given.
 pub async fn tls_channel(port: u16, ca: &str, client: Option<&Pem>) -> Result<Channel> {
+    Ok(tls_endpoint(port, ca, client)?.connect().await?)
+}
+
+/// The endpoint of [`tls_channel`], not yet connected.
+pub fn tls_endpoint(port: u16, ca: &str, client: Option<&Pem>) -> Result<Endpoint> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("localhost");
     if let Some(client) = client {
         tls = tls.identity(Identity::from_pem(&client.cert, &client.key));
     }
-    Ok(Channel::from_shared(format!("https://127.0.0.1:{port}"))?
+    Ok(Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?)
+        .connect_timeout(Duration::from_secs(5)))
 }
 
 /// Writes `pem` as `<name>.crt` and `<name>.key` under `dir`.

@@ -20,8 +20,8 @@ async fn two_instances_one_resume_per_wait() -> Result<()> {
     // Both start (and migrate) at once.
     let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
     let (a, b) = (a?, b?);
-    let mut engine_a = Engine::connect(a.waits.clone(), 256).await?;
-    let mut engine_b = Engine::connect(b.waits.clone(), 256).await?;
+    let mut engine_a = Engine::connect(&a.client, 256).await?;
+    let mut engine_b = Engine::connect(&b.client, 256).await?;
     let apps = [a, b];
 
     let config = seed("01-wait-for-both.json");
@@ -142,7 +142,7 @@ async fn events_racing_their_registration_are_never_lost() -> Result<()> {
     let db = TestDatabase::create(Backend::Postgres).await?;
     let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
     let (a, b) = (a?, b?);
-    let mut engine = Engine::connect(a.waits.clone(), 256).await?;
+    let mut engine = Engine::connect(&a.client, 256).await?;
     let config = seed("01-wait-for-both.json");
     let registered: Vec<String> = futures_util::stream::iter(0..RACES)
         .map(|i| {
@@ -212,7 +212,7 @@ async fn a_timeout_racing_the_last_event_decides_once() -> Result<()> {
     let db = TestDatabase::create(Backend::Postgres).await?;
     let (a, b) = tokio::join!(TestApp::start(&db.url, &[]), TestApp::start(&db.url, &[]));
     let (mut a, mut b) = (a?, b?);
-    let mut engine = Engine::connect(a.waits.clone(), 256).await?;
+    let mut engine = Engine::connect(&a.client, 256).await?;
     let mut config = seed("01-wait-for-both.json");
     config["data"]["timeout"] = json!(1);
     let mut waits = Vec::new();

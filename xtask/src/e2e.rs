@@ -50,29 +50,7 @@ pub(crate) fn run(harness: Harness, args: &[&str]) -> Result<()> {
         Harness::E2e => ("rendezvous-e2e", "e2e"),
         Harness::Bench => ("rendezvous-bench", "bench"),
     };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "rendezvous-app",
-            "--bin",
-            "rendezvous",
-            "-p",
-            "rendezvous-tests",
-            "--bin",
-            bin,
-        ])
-        .current_dir(&root)
-        .status()
-        .context("building the release binaries")?;
-    if !status.success() {
-        bail!("building the release binaries failed");
-    }
-    let target: PathBuf =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let target = build_release(bin)?;
     let out = target.join(dir);
     let _ = std::fs::remove_dir_all(&out);
     let mut command = Command::new(target.join("release").join(bin));
@@ -98,4 +76,32 @@ pub(crate) fn run(harness: Harness, args: &[&str]) -> Result<()> {
         bail!("{bin} failed; process logs are in {}", out.display());
     }
     Ok(())
+}
+
+/// Builds the release `rendezvous` binary with the harness `bin` (always together, so that
+/// every task builds with the same features and none rebuilds the other's); the target dir.
+pub(crate) fn build_release(bin: &str) -> Result<PathBuf> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "rendezvous-app",
+            "--bin",
+            "rendezvous",
+            "-p",
+            "rendezvous-tests",
+            "--bin",
+            bin,
+        ])
+        .current_dir(&root)
+        .status()
+        .context("building the release binaries")?;
+    if !status.success() {
+        bail!("building the release binaries failed");
+    }
+    Ok(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into))
 }

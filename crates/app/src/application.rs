@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rendezvous_domain::LeaseOwner;
+use rendezvous_grpc_api::webhook::Webhooks;
 use rendezvous_grpc_api::{GrpcApi, v1};
 use rendezvous_http_caller::ReqwestCaller;
 use rendezvous_kafka_ingress::{EmbeddedKafka, KafkaIngress, RecordReplay};
@@ -36,6 +37,8 @@ pub struct Application {
     /// The admin listener, when `admin.enabled`.
     admin: Option<TcpListener>,
     metrics: Arc<Metrics>,
+    /// The HTTP callbacks' signing secrets, read at build time.
+    webhooks: Webhooks,
 }
 
 /// A running application (for tests and `main`): its address and a way to stop it.
@@ -61,6 +64,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self> {
         // First: instruments made before the provider is installed would stay no-ops.
         let metrics = crate::metrics::install(&config.telemetry)?;
+        // Secrets are read once, before anything starts: a missing one stops the start-up.
+        let webhooks = config.auth.webhooks()?;
         let url = config.database_url();
         if url.starts_with("sqlite:") && config.database.url.is_empty() {
             std::fs::create_dir_all(&config.data_dir)
@@ -74,18 +79,19 @@ impl Application {
                     rendezvous_persistence::redact(&url)
                 )
             })?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
         let service = Arc::new(WaitService::new(
             database.store(),
             database.signal(),
             SystemClock,
             rendezvous_service::ServiceConfig {
                 topics: config.kafka.topic_policy(config.kafka.brokers.is_empty()),
+                callback_url: Some(config.server.callback_url(listener.local_addr()?)),
                 ..config.service.service_config(&config.api, &config.secrets)
             },
         ));
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
         let admin = if config.admin.enabled {
             Some(
                 TcpListener::bind(config.admin.listen)
@@ -111,6 +117,7 @@ impl Application {
             embedded_kafka,
             admin,
             metrics,
+            webhooks,
         })
     }
 
@@ -194,6 +201,7 @@ impl Application {
             embedded_kafka,
             admin,
             metrics,
+            webhooks,
         } = self;
         let addr = listener.local_addr()?;
         let auth = config.auth.authenticator()?;
@@ -214,7 +222,8 @@ impl Application {
             config.resume.stream_config(),
             stopped.clone(),
         )
-        .with_auth(auth);
+        .with_auth(auth)
+        .with_webhooks(webhooks);
         if let Some(ingress_config) = &ingress_config {
             api = api.with_record_reader(Arc::new(RecordReplay::new(
                 service.clone(),
@@ -287,7 +296,20 @@ impl Application {
         );
         let grace = config.server.shutdown_grace;
         let mut stopped_for_grace = stopped.clone();
+        // gRPC, and on the same port the HTTP callbacks (HTTP/1.1 or HTTP/2).
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(api.wait_service())
+            .add_service(api.callback_service())
+            .add_service(api.admin_service());
+        let mut routes = routes.routes();
+        let grpc = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = grpc.merge(api.http_routes());
         let server = tonic::transport::Server::builder()
+            .accept_http1(true)
             .max_concurrent_streams(config.server.max_concurrent_streams.get())
             .http2_keepalive_interval(Some(config.server.keepalive_interval))
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout))
@@ -295,12 +317,7 @@ impl Application {
             .layer(crate::oversize::OversizeLayer)
             .layer(crate::idle::ActivityLayer)
             .trace_fn(crate::telemetry::request_span)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(api.wait_service())
-            .add_service(api.callback_service())
-            .add_service(api.admin_service())
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);
         let result = tokio::select! {

@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::auth::{
     ApiKeyEntry, AuthSection, CertificateEntry, ClientCertificates, JwtSection, TlsSection,
+    WebhookEntry,
 };
 pub use self::kafka_tenants::{AnyTopic, TopicName, TopicPatternSetting, TopicSection};
 pub use self::outbound::{ENV_KAFKA_PROPERTY_FILES, Secret, SslModeSetting, read_secret};
@@ -153,6 +154,23 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// TLS (and client certificates).
     pub tls: TlsSection,
+    /// The URL external services reach this server at (`https://rendezvous.example.com`),
+    /// for the callback URL an API call may carry (`{{ callback_url }}`). Empty: `http://` (or
+    /// `https://` with TLS) and the address the server listens on.
+    pub public_url: String,
+}
+
+impl ServerConfig {
+    /// The API-response callback URL of a server bound to `bound`.
+    pub fn callback_url(&self, bound: SocketAddr) -> String {
+        let base = if self.public_url.is_empty() {
+            let scheme = if self.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{bound}")
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        };
+        format!("{base}{}", rendezvous_grpc_api::API_RESPONSE_PATH)
+    }
 }
 
 impl Default for ServerConfig {
@@ -166,6 +184,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             tls: TlsSection::default(),
+            public_url: String::new(),
         }
     }
 }
@@ -727,6 +746,8 @@ impl ServiceSection {
             },
             // Closed here; `Application::build` sets `KafkaSection::topic_policy`.
             topics: rendezvous_service::TopicPolicy::only([]),
+            // `Application::build` sets it once the listener is bound.
+            callback_url: None,
         }
     }
 }
@@ -858,6 +879,15 @@ impl Config {
             problems.push(format!(
                 "admin.listen: {} is also server.listen; give the admin listener its own port",
                 self.admin.listen
+            ));
+        }
+        let public = &self.server.public_url;
+        if !public.is_empty()
+            && (!(public.starts_with("http://") || public.starts_with("https://"))
+                || public.contains(['?', '#', ' ']))
+        {
+            problems.push(format!(
+                "server.public_url: expected http://host[:port][/path] or https://…, without query or fragment; found {public:?}"
             ));
         }
         problems.extend(self.outbound_problems());

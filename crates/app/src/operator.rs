@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use rendezvous_grpc_api::v1;
-use rendezvous_grpc_api::v1::admin_service_client::AdminServiceClient;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::v1::admin_service_client::AdminServiceClient;
+use rendezvous_client::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::{Credentials, Transport, v1};
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::config::Config;
@@ -203,50 +201,19 @@ impl Operation {
     }
 }
 
-type Client = WaitServiceClient<InterceptedService<Channel, Bearer>>;
-type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <token>` to every call, when there is a token.
-#[derive(Debug, Clone, Default)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Bearer {
-    /// Sends `token` (a JWT or an API key) with every call.
-    pub fn token(token: &str) -> Result<Self> {
-        Ok(Self(Some(
-            format!("Bearer {token}")
-                .parse()
-                .context("the token is not printable ASCII")?,
-        )))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+type Client = WaitServiceClient<Transport>;
+type Admin = AdminServiceClient<Transport>;
 
 async fn connect(remote: &Remote) -> Result<Client> {
-    let (channel, bearer) = channel(remote).await?;
-    Ok(WaitServiceClient::with_interceptor(channel, bearer))
+    Ok(client(remote).await?.waits())
 }
 
 async fn connect_admin(remote: &Remote) -> Result<Admin> {
-    let (channel, bearer) = channel(remote).await?;
-    Ok(AdminServiceClient::with_interceptor(channel, bearer))
+    Ok(client(remote).await?.admin())
 }
 
-/// A channel to `remote` and the credential every call carries.
-async fn channel(remote: &Remote) -> Result<(Channel, Bearer)> {
+/// A client of `remote`, with the credential every call carries.
+async fn client(remote: &Remote) -> Result<rendezvous_client::Client> {
     let mut endpoint = Channel::from_shared(remote.server.clone())
         .with_context(|| format!("--server: {} is not a URL", remote.server))?
         .connect_timeout(Duration::from_secs(10))
@@ -278,15 +245,15 @@ async fn channel(remote: &Remote) -> Result<(Channel, Bearer)> {
         None => std::env::var("RENDEZVOUS_TOKEN").ok(),
     }
     .filter(|t| !t.is_empty());
-    let bearer = match token {
-        Some(token) => Bearer::token(&token)?,
-        None => Bearer::default(),
+    let credentials = match token {
+        Some(token) => Credentials::bearer(&token).context("the token")?,
+        None => Credentials::none(),
     };
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", remote.server))?;
-    Ok((channel, bearer))
+    Ok(rendezvous_client::Client::new(channel).with_credentials(credentials))
 }
 
 async fn quarantined(remote: &Remote, limit: u32) -> Result<String> {

@@ -1,35 +1,28 @@
 //! The Rendezvous gRPC API: the `rendezvous.v1` contract (generated from `proto/` by
 //! `cargo xtask codegen` and checked in) and the tonic server adapter that maps it onto the
 //! service's use cases: requests are parsed into typed commands at the edge (`request.rs`),
-//! errors become gRPC statuses in one place (`status.rs`).
+//! errors become gRPC statuses in one place (`status.rs`). The same port takes callbacks over
+//! plain HTTP, signed the Standard Webhooks way (`http_callbacks.rs`, `webhook.rs`).
 
 mod admin;
 pub mod auth;
 mod convert;
+mod http_callbacks;
 mod request;
 mod resume_stream;
 mod server;
 mod status;
+pub mod webhook;
 
+pub use http_callbacks::{API_RESPONSE_PATH, MAX_BODY_BYTES};
 pub use request::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use resume_stream::{MAX_IN_FLIGHT, ResumeStream, ResumeStreamConfig};
 pub use server::GrpcApi;
 pub use status::to_status;
 
-/// The generated `rendezvous.v1` messages, clients and servers.
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    clippy::all,
-    clippy::pedantic,
-    rust_2018_idioms
-)]
-pub mod v1 {
-    include!("generated/rendezvous.v1.rs");
-
-    /// The encoded `FileDescriptorSet` of `rendezvous.v1`, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/rendezvous.v1.bin");
-}
+/// The generated `rendezvous.v1` messages, clients and servers (they live in the client
+/// crate, so that engines get them without the server).
+pub use rendezvous_client::v1;
 
 #[cfg(test)]
 mod tests {

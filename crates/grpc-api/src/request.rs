@@ -18,12 +18,17 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// The `ListWaits` page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 
-impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
-    type Error = ServiceError;
+/// A request message parsed into the service's command, every field checked and a bad one
+/// refused naming it.
+pub(crate) trait IntoCommand<T> {
+    fn command(self) -> Result<T, ServiceError>;
+}
 
+impl IntoCommand<RegisterWait> for v1::RegisterWaitRequest {
     /// Every field but the caller's trace context, which travels as metadata.
-    fn try_from(r: v1::RegisterWaitRequest) -> Result<Self, ServiceError> {
-        Ok(Self {
+    fn command(self) -> Result<RegisterWait, ServiceError> {
+        let r = self;
+        Ok(RegisterWait {
             tenant: tenant(&r.tenant_id)?,
             execution_id: required("execution_id", &r.execution_id, ExecutionId::parse)?,
             node_id: required("node_id", &r.node_id, NodeId::parse)?,
@@ -38,12 +43,11 @@ impl TryFrom<v1::RegisterWaitRequest> for RegisterWait {
     }
 }
 
-impl TryFrom<v1::DeliverApiResponseRequest> for Delivery {
-    type Error = ServiceError;
-
-    fn try_from(r: v1::DeliverApiResponseRequest) -> Result<Self, ServiceError> {
+impl IntoCommand<Delivery> for v1::DeliverApiResponseRequest {
+    fn command(self) -> Result<Delivery, ServiceError> {
+        let r = self;
         let headers: BTreeMap<String, String> = r.headers.into_iter().collect();
-        Ok(Self {
+        Ok(Delivery {
             tenant: tenant(&r.tenant_id)?,
             correlation_id: required("correlation_id", &r.correlation_id, CorrelationId::parse)?,
             execution_id: Some(required(
@@ -59,13 +63,12 @@ impl TryFrom<v1::DeliverApiResponseRequest> for Delivery {
     }
 }
 
-impl TryFrom<v1::DeliverEventRequest> for Delivery {
-    type Error = ServiceError;
-
-    fn try_from(r: v1::DeliverEventRequest) -> Result<Self, ServiceError> {
+impl IntoCommand<Delivery> for v1::DeliverEventRequest {
+    fn command(self) -> Result<Delivery, ServiceError> {
+        let r = self;
         let source = source_name("source", &r.source)?;
         let payload = json("payload_json", r.payload_json.as_bytes())?;
-        Ok(Self {
+        Ok(Delivery {
             tenant: tenant(&r.tenant_id)?,
             correlation_id: required("correlation_id", &r.correlation_id, CorrelationId::parse)?,
             execution_id: optional("execution_id", &r.execution_id, ExecutionId::parse)?,
@@ -202,13 +205,13 @@ mod tests {
 
     #[test]
     fn bad_fields_are_refused_by_name() {
-        let e = RegisterWait::try_from(v1::RegisterWaitRequest {
+        let e = IntoCommand::<RegisterWait>::command(v1::RegisterWaitRequest {
             execution_id: "e-1".into(),
             ..Default::default()
         })
         .unwrap_err();
         assert_eq!(e.to_string(), "node_id: required");
-        let e = Delivery::try_from(v1::DeliverEventRequest {
+        let e = IntoCommand::<Delivery>::command(v1::DeliverEventRequest {
             correlation_id: "c-1".into(),
             source: "kafka".into(),
             payload_json: "{".into(),
@@ -220,7 +223,7 @@ mod tests {
             e.to_string().starts_with("payload_json: not valid JSON"),
             "{e}"
         );
-        let e = Delivery::try_from(v1::DeliverApiResponseRequest {
+        let e = IntoCommand::<Delivery>::command(v1::DeliverApiResponseRequest {
             correlation_id: "c-1".into(),
             execution_id: "e-1".into(),
             http_status: 200,
@@ -228,7 +231,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.to_string(), "idempotency_key: required");
-        let e = Delivery::try_from(v1::DeliverApiResponseRequest {
+        let e = IntoCommand::<Delivery>::command(v1::DeliverApiResponseRequest {
             correlation_id: "c-1".into(),
             execution_id: "e-1".into(),
             idempotency_key: "k".into(),

@@ -13,9 +13,11 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, PeerIdentity};
+use crate::request::IntoCommand;
 use crate::resume_stream::{ResumeStreamConfig, serve_resume_stream};
 use crate::status::to_status;
 use crate::v1;
+use crate::webhook::Webhooks;
 use crate::{convert, request};
 
 /// The gRPC adapter over the use cases.
@@ -23,7 +25,8 @@ pub struct GrpcApi<S, G, C> {
     service: Arc<WaitService<S, G, C>>,
     resume: ResumeStreamConfig,
     shutdown: watch::Receiver<bool>,
-    auth: Authenticator,
+    pub(crate) auth: Authenticator,
+    pub(crate) webhooks: Webhooks,
     records: Option<Arc<dyn RecordReader>>,
 }
 
@@ -34,6 +37,7 @@ impl<S, G, C> Clone for GrpcApi<S, G, C> {
             resume: self.resume.clone(),
             shutdown: self.shutdown.clone(),
             auth: self.auth.clone(),
+            webhooks: self.webhooks.clone(),
             records: self.records.clone(),
         }
     }
@@ -53,6 +57,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
             resume,
             shutdown,
             auth: Authenticator::open(),
+            webhooks: Webhooks::default(),
             records: None,
         }
     }
@@ -70,8 +75,12 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
         self
     }
 
-    /// The caller of `request`, if it holds `role` (UNAUTHENTICATED without a valid
-    /// credential, PERMISSION_DENIED without the role).
+    /// HTTP callbacks may be signed with these secrets (Standard Webhooks).
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     /// The use cases.
     pub(crate) fn service(&self) -> &WaitService<S, G, C> {
         &self.service
@@ -82,6 +91,8 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
         self.records.as_deref()
     }
 
+    /// The caller of `request`, if it holds `role` (UNAUTHENTICATED without a valid
+    /// credential, PERMISSION_DENIED without the role).
     pub(crate) fn caller<T>(
         &self,
         request: &Request<T>,
@@ -112,6 +123,26 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
         Ok((tenant, message))
     }
 
+    /// Delivers an event for `caller`, in the tenant its credential allows (the message's
+    /// `tenant_id` may only narrow it): what both delivery RPCs and the HTTP callbacks do.
+    pub(crate) async fn deliver<R>(
+        &self,
+        caller: &Principal,
+        message: R,
+    ) -> Result<DeliveryReply, Status>
+    where
+        R: TenantField,
+        R: IntoCommand<Delivery>,
+    {
+        let tenant = caller
+            .act_for("tenant_id", message.tenant_id())
+            .map_err(to_status)?;
+        let mut delivery = message.command().map_err(to_status)?;
+        delivery.tenant = tenant;
+        let result = self.service.deliver(delivery).await.map_err(to_status)?;
+        Ok(delivered(result))
+    }
+
     /// The engine-facing tonic service.
     pub fn wait_service(&self) -> v1::wait_service_server::WaitServiceServer<Self> {
         v1::wait_service_server::WaitServiceServer::new(self.clone())
@@ -129,7 +160,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
 }
 
 /// A request message with a `tenant_id` field.
-trait TenantField {
+pub(crate) trait TenantField {
     fn tenant_id(&self) -> &str;
 }
 
@@ -151,11 +182,11 @@ tenant_field!(
 
 /// What a delivery did, in the fields both delivery responses share.
 #[derive(Debug, Default)]
-struct DeliveryReply {
-    result: v1::DeliveryResult,
-    wait_id: String,
-    status: v1::WaitStatus,
-    detail: String,
+pub(crate) struct DeliveryReply {
+    pub(crate) result: v1::DeliveryResult,
+    pub(crate) wait_id: String,
+    pub(crate) status: v1::WaitStatus,
+    pub(crate) detail: String,
 }
 
 /// Both delivery responses carry the same fields.
@@ -228,7 +259,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::wait_service_server::WaitService
         let trace = text("traceparent")
             .and_then(|traceparent| TraceContext::parse(traceparent, text("tracestate")));
         let (tenant, request) = self.writer(request, Role::Engine, "RegisterWait")?;
-        let mut command = RegisterWait::try_from(request).map_err(to_status)?;
+        let mut command: RegisterWait = request.command().map_err(to_status)?;
         command.tenant = tenant;
         // The registration's own span is the parent of what follows (the caller's context
         // when no tracer records spans).
@@ -314,21 +345,17 @@ impl<S: Store, G: ResumeSignal, C: Clock> v1::callback_service_server::CallbackS
         &self,
         request: Request<v1::DeliverApiResponseRequest>,
     ) -> Result<Response<v1::DeliverApiResponseResponse>, Status> {
-        let (tenant, request) = self.writer(request, Role::Gateway, "DeliverApiResponse")?;
-        let mut delivery = Delivery::try_from(request).map_err(to_status)?;
-        delivery.tenant = tenant;
-        let result = self.service.deliver(delivery).await.map_err(to_status)?;
-        Ok(Response::new(delivered(result).into()))
+        let caller = self.caller(&request, Role::Gateway, "DeliverApiResponse")?;
+        let reply = self.deliver(&caller, request.into_inner()).await?;
+        Ok(Response::new(reply.into()))
     }
 
     async fn deliver_event(
         &self,
         request: Request<v1::DeliverEventRequest>,
     ) -> Result<Response<v1::DeliverEventResponse>, Status> {
-        let (tenant, request) = self.writer(request, Role::Gateway, "DeliverEvent")?;
-        let mut delivery = Delivery::try_from(request).map_err(to_status)?;
-        delivery.tenant = tenant;
-        let result = self.service.deliver(delivery).await.map_err(to_status)?;
-        Ok(Response::new(delivered(result).into()))
+        let caller = self.caller(&request, Role::Gateway, "DeliverEvent")?;
+        let reply = self.deliver(&caller, request.into_inner()).await?;
+        Ok(Response::new(reply.into()))
     }
 }

@@ -24,6 +24,10 @@ pub struct ServiceConfig {
     pub api: ApiPolicy,
     /// Which Kafka topics each tenant's waits may name, and whose records each topic carries.
     pub topics: TopicPolicy,
+    /// Where external services send API responses over HTTP (`…/v1/callbacks/api-response`):
+    /// an API call's templates may use `{{ callback_url }}`, this URL with the wait's
+    /// correlation id, execution id and tenant in its query. None: the variable is undefined.
+    pub callback_url: Option<String>,
 }
 
 /// Where outbound API calls may go, and how they are retried.
@@ -102,6 +106,7 @@ impl Default for ServiceConfig {
             max_config_bytes: 256 * 1024,
             api: ApiPolicy::default(),
             topics: TopicPolicy::default(),
+            callback_url: None,
         }
     }
 }

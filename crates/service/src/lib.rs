@@ -24,6 +24,7 @@ pub mod metrics;
 mod outage;
 pub mod parse;
 mod register;
+pub use register::CALLBACK_URL_VARIABLE;
 mod replay;
 mod requests;
 mod resumes;

@@ -5,8 +5,8 @@
 
 use rendezvous_domain::request::RenderedCall;
 use rendezvous_domain::{
-    ConfigErrors, CorrelationId, SourceKind, SourceName, TenantId, Timestamp, WaitId, WaitKey,
-    WaitSpec, WaitState,
+    ConfigErrors, CorrelationId, ExecutionId, SourceKind, SourceName, TenantId, Timestamp, WaitId,
+    WaitKey, WaitSpec, WaitState,
 };
 use rendezvous_ports::{
     ApiCallRecord, Clock, FreshWait, ResumeSignal, Store, StoreError, StoreTx, StoredWait,
@@ -53,7 +53,21 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         let spec = WaitSpec::from_json_str(&request.node_config_json)
             .map_err(ServiceError::InvalidConfig)?;
         check_topics(&self.config.topics, &request.tenant, &spec)?;
-        let prepared = prepare_call(&spec, &request).await?;
+        // Chosen once, before rendering: the call's templates may name it (through
+        // `{{ callback_url }}`), and every attempt registers under the same id.
+        let correlation_id = request.correlation_id.clone().unwrap_or_else(|| {
+            CorrelationId::parse(uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid correlation id")
+        });
+        let callback_url = self.config.callback_url.as_deref().map(|base| {
+            callback_url(
+                base,
+                &request.tenant,
+                &correlation_id,
+                &request.execution_id,
+            )
+        });
+        let prepared = prepare_call(&spec, &request, callback_url).await?;
         let what = || {
             format!(
                 "registration of execution {} node {}",
@@ -61,7 +75,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             )
         };
         self.retry_on_conflict(what, |attempt| {
-            self.register_once(&request, &spec, &prepared, attempt)
+            self.register_once(&request, &correlation_id, &spec, &prepared, attempt)
         })
         .await
     }
@@ -69,6 +83,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
     async fn register_once(
         &self,
         request: &RegisterWait,
+        correlation_id: &CorrelationId,
         spec: &WaitSpec,
         prepared: &Prepared,
         attempt: u32,
@@ -76,10 +91,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
         let now = self.clock.now();
         let tenant = &request.tenant;
         let chosen = request.correlation_id.as_ref();
-        let correlation_id = chosen.cloned().unwrap_or_else(|| {
-            CorrelationId::parse(uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid correlation id")
-        });
+        let correlation_id = correlation_id.clone();
         let key = WaitKey {
             id: WaitId::from_uuid(uuid::Uuid::new_v4()),
             tenant: tenant.clone(),
@@ -288,22 +300,66 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
 /// template limits (fuel, output size, no loops); up to [`INLINE_TEMPLATE_BYTES`] of template
 /// text is rendered in place, more on the blocking pool (at most [`RENDER_PERMITS`] at once),
 /// off the request threads.
-async fn prepare_call(spec: &WaitSpec, request: &RegisterWait) -> Result<Prepared, ServiceError> {
+async fn prepare_call(
+    spec: &WaitSpec,
+    request: &RegisterWait,
+    callback_url: Option<String>,
+) -> Result<Prepared, ServiceError> {
     let Some(call) = spec.api_call() else {
         return Ok(None);
     };
+    // The service's own variable wins over an input variable of the same name.
+    let with_callback;
+    let vars = match callback_url {
+        None => &request.input_variables,
+        Some(url) => {
+            let mut vars = request.input_variables.clone();
+            vars.insert(CALLBACK_URL_VARIABLE.to_owned(), url);
+            with_callback = vars;
+            &with_callback
+        }
+    };
     if template_bytes(call) <= INLINE_TEMPLATE_BYTES {
-        return Ok(Some(call.render_templates(&request.input_variables)));
+        return Ok(Some(call.render_templates(vars)));
     }
     let _permit = RENDERING
         .acquire()
         .await
         .map_err(|e| ServiceError::Internal(format!("the render pool is closed: {e}")))?;
-    let (call, vars) = (call.clone(), request.input_variables.clone());
+    let (call, vars) = (call.clone(), vars.clone());
     let rendered = tokio::task::spawn_blocking(move || call.render_templates(&vars))
         .await
         .map_err(|e| ServiceError::Internal(format!("rendering the api call failed: {e}")))?;
     Ok(Some(rendered))
+}
+
+/// The template variable holding the wait's API-response callback URL.
+pub const CALLBACK_URL_VARIABLE: &str = "callback_url";
+
+/// `base?correlation_id=…&execution_id=…&tenant_id=…`, each value percent-encoded.
+fn callback_url(
+    base: &str,
+    tenant: &TenantId,
+    correlation_id: &CorrelationId,
+    execution_id: &ExecutionId,
+) -> String {
+    fn encoded(value: &str) -> String {
+        value
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    format!(
+        "{base}?correlation_id={}&execution_id={}&tenant_id={}",
+        encoded(correlation_id.as_str()),
+        encoded(execution_id.as_str()),
+        encoded(tenant.as_str())
+    )
 }
 
 /// Templates up to this much source text (all of a call's together) are rendered in place:

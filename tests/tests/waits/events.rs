@@ -1,5 +1,6 @@
 //! What events may not do: duplicates change nothing, a wrong execution id is refused and
-//! recorded, and events before their wait are buffered, not lost.
+//! recorded, events before their wait are buffered, not lost, and deliveries are held to the
+//! limits. Each runs through both doors (gRPC and the signed HTTP callbacks).
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use tonic::Code;
 
 use crate::*;
 
-pub(crate) async fn duplicates_change_nothing(backend: Backend) -> Result<()> {
-    let (_db, mut app) = app(backend).await?;
+pub(crate) async fn duplicates_change_nothing(backend: Backend, through: Through) -> Result<()> {
+    let (_db, mut app) = app_through(backend, through).await?;
     let mut engine = app.subscribe(0).await?;
     let r = app
         .register("exec-d", &seed("01-wait-for-both.json"))
@@ -61,8 +62,11 @@ pub(crate) async fn duplicates_change_nothing(backend: Backend) -> Result<()> {
     app.stop().await
 }
 
-pub(crate) async fn wrong_execution_id_is_refused_and_recorded(backend: Backend) -> Result<()> {
-    let (_db, mut app) = app(backend).await?;
+pub(crate) async fn wrong_execution_id_is_refused_and_recorded(
+    backend: Backend,
+    through: Through,
+) -> Result<()> {
+    let (_db, mut app) = app_through(backend, through).await?;
     let r = app
         .register("exec-w", &seed("01-wait-for-both.json"))
         .await?;
@@ -97,8 +101,11 @@ pub(crate) async fn wrong_execution_id_is_refused_and_recorded(backend: Backend)
     app.stop().await
 }
 
-pub(crate) async fn events_before_registration_are_buffered(backend: Backend) -> Result<()> {
-    let (_db, mut app) = app(backend).await?;
+pub(crate) async fn events_before_registration_are_buffered(
+    backend: Backend,
+    through: Through,
+) -> Result<()> {
+    let (_db, mut app) = app_through(backend, through).await?;
     let mut engine = app.subscribe(0).await?;
     let correlation_id = format!("order-{}", uuid::Uuid::new_v4());
     let d = app
@@ -148,5 +155,40 @@ pub(crate) async fn events_before_registration_are_buffered(backend: Backend) ->
     let resume = engine.next(WAIT).await?;
     assert_eq!(resume.events.len(), 2);
     engine.ack(&resume).await?;
+    app.stop().await
+}
+
+pub(crate) async fn deliveries_are_held_to_their_limits(
+    backend: Backend,
+    through: Through,
+) -> Result<()> {
+    let (_db, mut app) = app_through(backend, through).await?;
+    let r = app
+        .register("exec-l", &seed("01-wait-for-both.json"))
+        .await?;
+    // Over the payload limit (1 MiB by default): refused, naming the limit, nothing applied.
+    let huge = json!({"blob": "x".repeat(1024 * 1024 + 1)});
+    let too_big = app
+        .event(&r.correlation_id, "exec-l", "kafka", "big", huge)
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
+    assert!(too_big.message().contains("limit"), "{}", too_big.message());
+    // A missing correlation id is named.
+    let missing = app.api_response("", "exec-l", "a").await.unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(
+        missing.message().contains("correlation_id"),
+        "{}",
+        missing.message()
+    );
+    // A source the wait does not have is recorded, not applied.
+    let stray = app
+        .event(&r.correlation_id, "exec-l", "shipping", "s", json!({}))
+        .await?;
+    assert_eq!(stray.result(), v1::DeliveryResult::NoMatchingSource);
+    let w = app.get(&r.wait_id).await?;
+    assert!(w.received.is_empty(), "nothing was applied: {w:?}");
+    assert_eq!(w.waiting_for, ["api", "kafka"]);
     app.stop().await
 }

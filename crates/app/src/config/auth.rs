@@ -11,15 +11,17 @@ use anyhow::{Context, Result, bail};
 use rendezvous_grpc_api::auth::{
     ApiKey, AuthConfig, Authenticator, CertificateRule, Grant, JwtConfig, JwtKey,
 };
+use rendezvous_grpc_api::webhook::{WebhookSecret, Webhooks};
 use rendezvous_service::{Role, Tenants};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
+use super::SecretEntry;
 use super::duration;
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
     /// Allow listening on a non-loopback address without authentication or without TLS.
@@ -32,6 +34,39 @@ pub struct AuthSection {
     pub certificates: Vec<CertificateEntry>,
     /// Bearer JWTs.
     pub jwt: JwtSection,
+    /// Signing secrets of HTTP callbacks (Standard Webhooks), one per sender.
+    pub webhooks: Vec<WebhookEntry>,
+    /// How far a signed callback's `webhook-timestamp` may be from the server's clock: older
+    /// ones are refused as replays.
+    #[serde(with = "duration::positive")]
+    pub webhook_tolerance: Duration,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            allow_insecure: false,
+            api_keys: Vec::new(),
+            certificates: Vec::new(),
+            jwt: JwtSection::default(),
+            webhooks: Vec::new(),
+            webhook_tolerance: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `[[auth.webhooks]]` entry: the secret one sender signs its HTTP callbacks with. Its
+/// callbacks act as a gateway for its tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEntry {
+    /// Its name, for logs and errors.
+    pub name: String,
+    /// Where the secret (`whsec_` and base64) is read from at start-up: `{ file = "…" }` or
+    /// `{ env = "…" }`; never written here.
+    pub secret: SecretEntry,
+    /// The tenants its callbacks act for; `"*"`: every tenant.
+    pub tenants: Vec<String>,
 }
 
 /// One `[[auth.api_keys]]` entry.
@@ -158,12 +193,20 @@ fn grant(setting: &str, roles: &[String], tenants: &[String]) -> Result<Grant> {
     if roles.is_empty() {
         bail!("{setting}.roles: at least one of engine, gateway, admin");
     }
-    let tenants = Tenants::parse(tenants.iter().map(String::as_str))
+    Ok(Grant {
+        roles,
+        tenants: tenants_of(setting, tenants)?,
+    })
+}
+
+/// The tenants of a credential's setting: at least one (`*`: every tenant).
+fn tenants_of(setting: &str, names: &[String]) -> Result<Tenants> {
+    let tenants = Tenants::parse(names.iter().map(String::as_str))
         .map_err(|e| anyhow::anyhow!("{setting}.tenants: {e}"))?;
     if tenants == Tenants::Only(BTreeSet::new()) {
         bail!("{setting}.tenants: at least one tenant (\"*\": every tenant)");
     }
-    Ok(Grant { roles, tenants })
+    Ok(tenants)
 }
 
 fn sha256(setting: &str, hex: &str) -> Result<[u8; 32]> {
@@ -213,6 +256,28 @@ impl AuthSection {
             config.jwt = Some(self.jwt.config()?);
         }
         Ok(Authenticator::new(config))
+    }
+
+    /// The webhook secrets HTTP callbacks are verified with; reads each secret.
+    pub fn webhooks(&self) -> Result<Webhooks> {
+        let mut names = BTreeSet::new();
+        let mut secrets = Vec::new();
+        for (i, entry) in self.webhooks.iter().enumerate() {
+            let setting = format!("auth.webhooks[{i}]");
+            if entry.name.is_empty() || !names.insert(entry.name.as_str()) {
+                bail!("{setting}.name: required and unique");
+            }
+            let tenants = tenants_of(&setting, &entry.tenants)?;
+            let value = entry
+                .secret
+                .read_now()
+                .map_err(|e| anyhow::anyhow!("{setting}.secret: {e}"))?;
+            secrets.push(
+                WebhookSecret::parse(&entry.name, &value, tenants)
+                    .map_err(|e| anyhow::anyhow!("{setting}.secret: {e}"))?,
+            );
+        }
+        Ok(Webhooks::new(secrets, self.webhook_tolerance))
     }
 }
 
@@ -291,7 +356,8 @@ impl TlsSection {
         let mut config = builder.with_single_cert(certs, key).map_err(|e| {
             anyhow::anyhow!("server.tls: the key does not fit the certificate: {e}")
         })?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // gRPC needs HTTP/2; the HTTP callbacks also take HTTP/1.1.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
     }
 }

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::producer::FutureProducer;
-use rendezvous_grpc_api::v1;
-use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
-use rendezvous_tests::procs::{Authed, Bearer, Instance, api_response, publish, service_event};
+use rendezvous_client::{Client, Credentials, ResumeFeed, v1};
+use rendezvous_tests::procs::{Instance, api_response, publish, service_event};
 use rendezvous_tests::security::{SecureDeployment, tls_channel};
-use rendezvous_tests::{Engine, seed, seed_variables};
+use rendezvous_tests::{seed, seed_variables};
 use serde_json::json;
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 use crate::cgroup::CpuLimit;
 use crate::measure::*;
@@ -31,34 +29,36 @@ pub(crate) struct Mailbox {
 
 pub(crate) type SharedMailbox = Arc<Mutex<Mailbox>>;
 
-/// The engine: one resume stream per instance, acking every resume and handing its arrival
-/// time to the join that waits for it.
-pub(crate) async fn engine(channel: Channel, mailbox: SharedMailbox) -> Result<()> {
-    // Over TLS the channel presents the engine's client certificate: no token per message.
-    let mut stream = Engine::connect(WaitServiceClient::new(channel), 1024).await?;
-    tokio::spawn(async move {
-        while let Ok(resume) = stream.next(Duration::from_secs(3600)).await {
-            let at = Instant::now();
-            let _ = stream.ack(&resume).await;
-            let mut m = mailbox.lock().expect("lock");
-            match m.waiting.remove(&resume.wait_id) {
-                Some(tx) => {
-                    let _ = tx.send(at);
-                }
-                None => {
-                    m.early.insert(resume.wait_id, at);
-                }
+/// The engine: a [`ResumeFeed`] per instance, subscribed there, handing each resume's
+/// arrival time to the join that waits for it (the feed acks it after the handler).
+pub(crate) fn engine(endpoint: Endpoint, mailbox: SharedMailbox) {
+    // Over TLS the endpoint presents the engine's client certificate: no token per message.
+    let feed = ResumeFeed::new([endpoint]).max_in_flight(1024);
+    let handler = move |resume: v1::Resume| {
+        let at = Instant::now();
+        let mut m = mailbox.lock().expect("lock");
+        match m.waiting.remove(&resume.wait_id) {
+            Some(tx) => {
+                let _ = tx.send(at);
+            }
+            None => {
+                m.early.insert(resume.wait_id, at);
             }
         }
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    tokio::spawn(async move {
+        if let Err(e) = feed.run(handler, std::future::pending::<()>()).await {
+            eprintln!("bench: the engine's resume feed stopped: {e}");
+        }
     });
-    Ok(())
 }
 
 /// One deployment under test: instances, clients, the engine, optionally a producer.
 pub(crate) struct Deployment {
     pub(crate) instances: Vec<Instance>,
-    pub(crate) waits: Vec<WaitServiceClient<Authed>>,
-    pub(crate) callbacks: Vec<CallbackServiceClient<Authed>>,
+    pub(crate) waits: Vec<Client>,
+    pub(crate) callbacks: Vec<Client>,
     pub(crate) mailbox: SharedMailbox,
     pub(crate) producer: Option<FutureProducer>,
     pub(crate) config: String,
@@ -130,10 +130,10 @@ impl Deployment {
         let mut callbacks = Vec::new();
         let (engine_token, gateway_token) = match &secure {
             Some(s) => (
-                Bearer::token(&s.credentials.engine_token)?,
-                Bearer::token(&s.credentials.gateway_key)?,
+                Credentials::bearer(&s.credentials.engine_token)?,
+                Credentials::bearer(&s.credentials.gateway_key)?,
             ),
-            None => (Bearer::default(), Bearer::default()),
+            None => (Credentials::none(), Credentials::none()),
         };
         for instance in &instances {
             // Requests go over a channel without a client certificate, with a bearer token.
@@ -141,15 +141,9 @@ impl Deployment {
                 Some(s) => tls_channel(instance.port(), &s.credentials.ca, None).await?,
                 None => instance.channel().await?,
             };
-            waits.push(WaitServiceClient::with_interceptor(
-                channel.clone(),
-                engine_token.clone(),
-            ));
-            callbacks.push(CallbackServiceClient::with_interceptor(
-                channel,
-                gateway_token.clone(),
-            ));
-            engine(instance.channel().await?, mailbox.clone()).await?;
+            waits.push(Client::new(channel.clone()).with_credentials(engine_token.clone()));
+            callbacks.push(Client::new(channel).with_credentials(gateway_token.clone()));
+            engine(instance.endpoint()?, mailbox.clone());
         }
         let producer = match bootstrap {
             Some(b) => Some(
@@ -191,7 +185,6 @@ impl Deployment {
         let k = fastrand::usize(..self.waits.len());
         let started = Instant::now();
         let r = self.waits[k]
-            .clone()
             .register_wait(v1::RegisterWaitRequest {
                 execution_id: execution_id.clone(),
                 node_id: "wait-1".into(),
@@ -199,8 +192,7 @@ impl Deployment {
                 input_variables: seed_variables(),
                 ..Default::default()
             })
-            .await?
-            .into_inner();
+            .await?;
         let registered = started.elapsed();
         let (tx, rx) = oneshot::channel();
         {
@@ -241,7 +233,6 @@ impl Deployment {
         execution_id: &str,
     ) -> Result<()> {
         self.callbacks[k]
-            .clone()
             .deliver_api_response(api_response(correlation_id, execution_id))
             .await?;
         Ok(())
@@ -257,7 +248,6 @@ impl Deployment {
             Some(producer) => publish(producer, correlation_id, execution_id).await?,
             None => {
                 self.callbacks[k]
-                    .clone()
                     .deliver_event(v1::DeliverEventRequest {
                         correlation_id: correlation_id.into(),
                         execution_id: execution_id.into(),

@@ -393,8 +393,7 @@ async fn run_setup(
     };
     let main_pending = {
         // One pending wait to copy for the scale run (registered, never completed).
-        let mut client = deployment.waits[0].clone();
-        client
+        deployment.waits[0]
             .register_wait(v1::RegisterWaitRequest {
                 execution_id: format!("template-{}", uuid::Uuid::new_v4()),
                 node_id: "wait-1".into(),
@@ -403,7 +402,6 @@ async fn run_setup(
                 ..Default::default()
             })
             .await?
-            .into_inner()
             .wait_id
     };
     deployment.stop()?;

@@ -79,8 +79,8 @@ pub(crate) async fn scenario_abuse(world: &World, instances: &[Instance]) -> Res
 /// One round of every hostile request, through instances 1 and 2; returns how many were
 /// refused as they should be.
 async fn hostile_round(world: &World, round: usize) -> Result<usize> {
-    let mut waits = world.clients[round % 2].clone();
-    let mut callbacks = world.callbacks[round % 2].clone();
+    let mut waits = world.clients[round % 2].waits();
+    let mut callbacks = world.callbacks[round % 2].callbacks();
     let mut refused = 0;
     let mut expect =
         |what: &str, answer: Result<(), tonic::Status>, codes: &[Code]| -> Result<()> {

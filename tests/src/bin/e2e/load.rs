@@ -81,6 +81,14 @@ pub(crate) async fn load(world: &World, instances: &mut [Instance], n: usize) ->
             "wait {} decided twice or not completed: {resumes:?}",
             r.wait_id
         );
+        // The engine's ResumeFeed was subscribed on the killed instance: redeliveries after
+        // the kill are its to skip, so its handler saw each resume once.
+        ensure!(
+            resumes.len() == 1,
+            "wait {}: the feed's handler got its resume {} times: {resumes:?}",
+            r.wait_id,
+            resumes.len()
+        );
         resume_ids.insert(first.clone());
     }
     ensure!(

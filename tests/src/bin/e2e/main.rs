@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::producer::FutureProducer;
-use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::{Client, RetryPolicy};
 use rendezvous_tests::procs::{Broker, Instance, create_topic};
 
 mod abuse;
@@ -146,13 +145,13 @@ async fn run() -> Result<bool> {
                 .with_credentials(secure.credentials.clone()),
         );
     }
+    // The scenarios retry on another instance themselves: the clients do not retry.
     let mut clients = Vec::new();
     let mut callbacks = Vec::new();
     for instance in &instances {
-        clients.push(WaitServiceClient::new(instance.channel().await?));
-        callbacks.push(CallbackServiceClient::new(
-            instance.gateway_channel().await?,
-        ));
+        clients.push(Client::new(instance.channel().await?).with_retry(RetryPolicy::never()));
+        callbacks
+            .push(Client::new(instance.gateway_channel().await?).with_retry(RetryPolicy::never()));
     }
     create_topic(&bootstrap).await?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
@@ -166,8 +165,17 @@ async fn run() -> Result<bool> {
     };
     let external_url = external.clone().serve().await?;
     let seen: Seen = Arc::default();
-    // The engine consumes from instance 3; waits are registered through 1 and 2 (and 3).
-    engine(instances[2].channel().await?, seen.clone());
+    // The engine's feed subscribes on instance 2, which the load phase SIGKILLs: it must move
+    // to instance 3 (then 1) and still hand every resume to its handler exactly once. Waits
+    // are registered through all three.
+    engine(
+        vec![
+            instances[1].endpoint()?,
+            instances[2].endpoint()?,
+            instances[0].endpoint()?,
+        ],
+        seen.clone(),
+    );
     let world = World {
         clients,
         callbacks,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use rendezvous_client::Client;
 use rendezvous_grpc_api::v1;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
 use rendezvous_tests::procs::{Broker, Instance, psql};
 use rendezvous_tests::{Engine, seed};
 use serde_json::json;
@@ -26,7 +26,6 @@ pub(crate) async fn scenario_duplicates_and_wrong_execution(world: &World) -> Re
     let r = world.register(&exec, &world.seed_1("none"), "").await?;
     // Wrong execution id: refused, recorded, never applied.
     let wrong = world.callbacks[0]
-        .clone()
         .deliver_api_response(v1::DeliverApiResponseRequest {
             correlation_id: r.correlation_id.clone(),
             execution_id: "someone-else".into(),
@@ -256,7 +255,6 @@ pub(crate) async fn scenario_engine_reconnects(
         .await?
         .into_inner();
     world.callbacks[0]
-        .clone()
         .deliver_event(v1::DeliverEventRequest {
             correlation_id: r.correlation_id.clone(),
             execution_id: exec,
@@ -266,8 +264,10 @@ pub(crate) async fn scenario_engine_reconnects(
             tenant_id: tenant.clone(),
         })
         .await?;
-    let connect =
-        |channel: Channel| Engine::connect_tenant(WaitServiceClient::new(channel), &tenant, 8);
+    let connect = |channel: Channel| {
+        let tenant = tenant.clone();
+        async move { Engine::connect_tenant(&Client::new(channel), &tenant, 8).await }
+    };
     let within = Duration::from_secs(20);
     let mut engine = connect(instances[0].channel().await?).await?;
     let first = engine.next(within).await?;

@@ -8,18 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use rdkafka::producer::FutureProducer;
-use rendezvous_grpc_api::v1;
-use rendezvous_grpc_api::v1::callback_service_client::CallbackServiceClient;
-use rendezvous_grpc_api::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::v1::wait_service_client::WaitServiceClient;
+use rendezvous_client::{Client, ResumeFeed, Transport, v1};
 use rendezvous_tests::procs::{api_response, publish, retryable};
-use rendezvous_tests::{Engine, seed, seed_variables};
+use rendezvous_tests::{seed, seed_variables};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 /// The fake external service: gets the API call, then (per the URL path) answers through the
 /// callback RPC and publishes the Kafka event in the scenario's order.
 #[derive(Clone)]
 pub(crate) struct External {
-    pub(crate) callbacks: Vec<CallbackServiceClient<Channel>>,
+    pub(crate) callbacks: Vec<Client>,
     pub(crate) producer: FutureProducer,
     pub(crate) calls: Arc<Mutex<HashMap<String, usize>>>,
     /// Correlation id → when the external service began sending the wait's last event.
@@ -46,7 +45,7 @@ impl External {
     pub(crate) async fn callback(&self, correlation_id: &str, execution_id: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut client = self.callbacks[fastrand::usize(..self.callbacks.len())].clone();
+            let client = &self.callbacks[fastrand::usize(..self.callbacks.len())];
             let answered = client
                 .deliver_api_response(api_response(correlation_id, execution_id))
                 .await;
@@ -154,40 +153,42 @@ impl External {
 /// Resumes seen by the fake engine over the whole run: wait id → resume ids and outcomes.
 pub(crate) type Seen = Arc<Mutex<HashMap<String, Vec<(String, i32, Instant)>>>>;
 
-/// The fake engine: one resume stream per given instance, acking everything, recording it all.
-pub(crate) fn engine(channel: Channel, seen: Seen) {
+/// The fake engine: the client crate's [`ResumeFeed`] over these endpoints (the first
+/// first; the others when it goes away), recording every resume its handler gets. The feed
+/// deduplicates redeliveries, so each wait's resume is recorded once.
+pub(crate) fn engine(endpoints: Vec<Endpoint>, seen: Seen) {
+    // The default tenant only: scenarios with a tenant of their own run their own engine.
+    let feed = ResumeFeed::new(endpoints)
+        .tenant("default")
+        .max_in_flight(256)
+        .dedupe_window(1_000_000)
+        .backoff(Duration::from_millis(100), Duration::from_millis(500));
+    let handler = move |resume: v1::Resume| {
+        seen.lock()
+            .expect("lock")
+            .entry(resume.wait_id.clone())
+            .or_default()
+            .push((resume.resume_id.clone(), resume.outcome, Instant::now()));
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
     tokio::spawn(async move {
-        loop {
-            // The default tenant only: scenarios with a tenant of their own run their own engine.
-            let client = WaitServiceClient::new(channel.clone());
-            let Ok(mut stream) = Engine::connect_tenant(client, "default", 256).await else {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            };
-            while let Ok(resume) = stream.next(Duration::from_secs(3600)).await {
-                seen.lock()
-                    .expect("lock")
-                    .entry(resume.wait_id.clone())
-                    .or_default()
-                    .push((resume.resume_id.clone(), resume.outcome, Instant::now()));
-                let _ = stream.ack(&resume).await;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(e) = feed.run(handler, std::future::pending::<()>()).await {
+            eprintln!("e2e: the engine's resume feed stopped: {e}");
         }
     });
 }
 
 pub(crate) struct World {
-    pub(crate) clients: Vec<WaitServiceClient<Channel>>,
-    pub(crate) callbacks: Vec<CallbackServiceClient<Channel>>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) callbacks: Vec<Client>,
     pub(crate) external_url: String,
     pub(crate) external: External,
     pub(crate) seen: Seen,
 }
 
 impl World {
-    pub(crate) fn client(&self) -> WaitServiceClient<Channel> {
-        self.clients[fastrand::usize(..self.clients.len())].clone()
+    pub(crate) fn client(&self) -> WaitServiceClient<Transport> {
+        self.clients[fastrand::usize(..self.clients.len())].waits()
     }
 
     pub(crate) async fn register(

@@ -1,0 +1,1 @@
+"""Stubs generated from ``proto/rendezvous/v1/rendezvous.proto`` by ``generate.py``; do not edit."""
