@@ -1,14 +1,14 @@
 //! `cargo xtask ci`: exactly what CI runs, in the order a developer wants to see failures:
 //! formatting, codegen, the proto contract (buf lint and breaking), clippy, every test (with
-//! Tansu installed first, for the Kafka SASL test), then the e2e, then the Python client's tests
-//! and the Temporal bridge example, then a few seconds of the benchmark through each path (gRPC,
+//! Tansu installed first, for the Kafka SASL test), then the e2e, then the Python and
+//! TypeScript clients' tests and the Temporal bridge example, then a few seconds of the benchmark through each path (gRPC,
 //! the embedded broker, Tansu), printed and not judged.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{codegen, e2e, proto, python, tools, workspace_root};
+use crate::{clients, codegen, e2e, proto, tools, workspace_root};
 
 pub(crate) fn run() -> Result<()> {
     ensure_postgres()?;
@@ -35,10 +35,11 @@ pub(crate) fn run() -> Result<()> {
     // (installed once per machine into the tool cache), faults and a 10,000-wait load phase.
     eprintln!("ci: cargo xtask e2e");
     e2e::run(e2e::Harness::E2e, &[])?;
-    // The Python client and the Temporal bridge against the release binary the e2e built.
-    eprintln!("ci: cargo xtask python");
+    // The Python and TypeScript clients and the Temporal bridge against the release binary the
+    // e2e built.
+    eprintln!("ci: cargo xtask clients");
     let target = e2e::build_release("rendezvous-e2e")?;
-    python::check(&target.join("release/rendezvous"))?;
+    clients::check(&target.join("release/rendezvous"))?;
     // A few seconds of each benchmark path (gRPC, the embedded broker, Tansu) so that the
     // harness cannot rot: it prints numbers and asserts none (a CI machine's speed says
     // nothing; docs/performance.md compares runs made in one session). Held against the newest

@@ -1,7 +1,8 @@
-//! `cargo xtask`: developer tasks (codegen, proto checks, the CI pipeline, e2e, bench, the Python
-//! client's checks, tool installs, the registry-free container image) and the tidy tests.
+//! `cargo xtask`: developer tasks (codegen, proto checks, the CI pipeline, e2e, bench, the
+//! clients' checks, tool installs, the registry-free container image) and the tidy tests.
 
 mod ci;
+mod clients;
 mod codegen;
 mod e2e;
 mod image;
@@ -9,7 +10,6 @@ mod image;
 mod manifests;
 mod postgres;
 mod proto;
-mod python;
 #[cfg(test)]
 mod tidy;
 mod tools;
@@ -33,8 +33,9 @@ tasks:
         [--ceiling-secs S] [--compare FILE] [--no-save]
                       the two-event join benchmark (release build); prints a table, the ratios between
                       setups (Kafka vs gRPC, K instances vs one) and a JSON line, saved under docs/bench/
-  python              the Python client's tests and the Temporal bridge example against the release binary
-                      (a virtualenv made from the pinned requirements in the tool cache)
+  clients             the Python and TypeScript clients' tests and the Temporal bridge example against the
+                      release binary (Python in a virtualenv made from the pinned requirements in the tool
+                      cache, TypeScript with npm ci)
   tools               install the tools e2e, bench and proto need (Tansu, buf) into the machine's tool cache
   image [--smoke]     the container image without a registry: FROM scratch with target/release/rendezvous and its
                       shared libraries, built by podman (installed when missing) as localhost/rendezvous:<revision>
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         ["proto", "--release", version] => proto::release(version),
         ["ci"] => ci::run(),
         ["tools"] => tools::run(),
-        ["python"] => python::run(),
+        ["clients"] => clients::run(),
         ["e2e", rest @ ..] => e2e::run(e2e::Harness::E2e, rest),
         ["bench", rest @ ..] => e2e::run(e2e::Harness::Bench, rest),
         ["image", rest @ ..] => image::run(rest),

@@ -1,6 +1,8 @@
-//! `cargo xtask python`: the Python client (`clients/python`) and the Temporal bridge example
-//! (`examples/temporal`) against the release binary, in a virtualenv the project makes itself
-//! in the tool cache from the pinned requirement files (made again when they change).
+//! `cargo xtask clients`: the Python client (`clients/python`), the TypeScript client
+//! (`clients/typescript`) and the Temporal bridge example (`examples/temporal`) against the
+//! release binary. Python runs in a virtualenv the project makes itself in the tool cache from
+//! the pinned requirement files (made again when they change); TypeScript installs its locked
+//! packages with the machine's npm (`npm ci`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,25 +17,25 @@ const REQUIREMENTS: &[&str] = &[
     "examples/temporal/requirements.txt",
 ];
 
-/// `cargo xtask python`: builds the release binary, then runs [`check`].
+/// `cargo xtask clients`: builds the release binary, then runs [`check`].
 pub(crate) fn run() -> Result<()> {
     let target = e2e::build_release("rendezvous-e2e")?;
     check(&target.join("release/rendezvous"))
 }
 
-/// The generated stubs' freshness, the client's tests and the Temporal example, each against
-/// `binary`.
+/// Each client's generated code or proto copy is current and its tests pass, and the Temporal
+/// example runs, each against `binary`.
 pub(crate) fn check(binary: &Path) -> Result<()> {
-    let python = venv()?;
     let root = workspace_root();
-    let step = |what: &str, args: &[&str]| -> Result<()> {
-        eprintln!("python: {what}");
-        let status = Command::new(&python)
+    let python = venv()?;
+    let run = |what: &str, program: &Path, args: &[&str], dir: &Path| -> Result<()> {
+        eprintln!("clients: {what}");
+        let status = Command::new(program)
             .args(args)
             .env("RENDEZVOUS_BINARY", binary)
             .env("PYTHONPATH", root.join("clients/python/src"))
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&root)
+            .current_dir(dir)
             .status()
             .with_context(|| format!("running {what}"))?;
         if !status.success() {
@@ -41,12 +43,15 @@ pub(crate) fn check(binary: &Path) -> Result<()> {
         }
         Ok(())
     };
-    step(
-        "the generated stubs are current",
+    run(
+        "python: the generated stubs are current",
+        &python,
         &["clients/python/generate.py", "--check"],
+        &root,
     )?;
-    step(
-        "the client's tests",
+    run(
+        "python: the client's tests",
+        &python,
         &[
             "-m",
             "pytest",
@@ -55,10 +60,26 @@ pub(crate) fn check(binary: &Path) -> Result<()> {
             "no:cacheprovider",
             "clients/python/tests",
         ],
+        &root,
     )?;
-    step(
+    let typescript = root.join("clients/typescript");
+    let npm = Path::new("npm");
+    for (what, args) in [
+        ("typescript: npm ci", &["ci", "--no-audit", "--no-fund"][..]),
+        (
+            "typescript: the proto copy is current",
+            &["run", "check-proto"],
+        ),
+        ("typescript: build", &["run", "build"]),
+        ("typescript: the client's tests", &["test"]),
+    ] {
+        run(what, npm, args, &typescript)?;
+    }
+    run(
         "the Temporal bridge example",
+        &python,
         &["examples/temporal/run_ci.py"],
+        &root,
     )
 }
 
