@@ -171,10 +171,21 @@ pub async fn post(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Answer> {
+    request(addr, "POST", path, headers, body).await
+}
+
+/// `{method} http://{addr}{path}` over HTTP/1.1 with these headers and body; the whole answer.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Answer> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

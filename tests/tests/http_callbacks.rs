@@ -242,6 +242,21 @@ async fn malformed_callbacks_get_json_errors_naming_the_problem() -> Result<()> 
     let (code, message) = error(&too_big);
     assert_eq!(code, "RESOURCE_EXHAUSTED");
     assert!(message.contains("4194304"), "{message}");
+    // A misspelt path, and another method than POST, are answered in JSON too.
+    let nowhere = send("/v1/callbacks/api-respons".into(), b"{}".to_vec()).await?;
+    assert_eq!(nowhere.status, 404, "{nowhere:?}");
+    assert!(error(&nowhere).1.contains("/v1/callbacks/api-respons"));
+    let get = http::request(
+        app.addr,
+        "GET",
+        &api_path(&r.correlation_id, "exec-m"),
+        &[],
+        b"",
+    )
+    .await?;
+    assert_eq!(get.status, 405, "{get:?}");
+    assert_eq!(get.headers.get("allow").map(String::as_str), Some("POST"));
+    assert!(error(&get).1.contains("POST"));
     assert!(app.get(&r.wait_id).await?.received.is_empty());
     app.stop().await
 }

@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use rendezvous_ports::{Clock, ResumeSignal, Store};
 use rendezvous_service::{Principal, Role};
 use tonic::metadata::MetadataMap;
@@ -39,10 +39,19 @@ pub const API_RESPONSE_PATH: &str = "/v1/callbacks/api-response";
 
 impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     /// The HTTP callback routes, to merge into the server's router.
+    /// Another method on a callback path, or another path under `/v1/callbacks/`, gets a
+    /// JSON error too.
     pub fn http_routes(&self) -> axum::Router {
         axum::Router::new()
-            .route(API_RESPONSE_PATH, post(api_response::<S, G, C>))
-            .route("/v1/callbacks/events/{source}", post(event::<S, G, C>))
+            .route(
+                API_RESPONSE_PATH,
+                post(api_response::<S, G, C>).fallback(method_not_allowed),
+            )
+            .route(
+                "/v1/callbacks/events/{source}",
+                post(event::<S, G, C>).fallback(method_not_allowed),
+            )
+            .route("/v1/callbacks/{*rest}", any(no_such_callback))
             .with_state(self.clone())
     }
 
@@ -266,6 +275,38 @@ async fn read(request: Request) -> Result<(HeaderMap, Option<PeerIdentity>, Byte
             ))
         })?;
     Ok((headers, peer, body))
+}
+
+/// A callback path called with another method than `POST`.
+async fn method_not_allowed() -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": 405,
+            "status": "UNIMPLEMENTED",
+            "message": "callbacks are sent with POST",
+        }
+    });
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// A path under `/v1/callbacks/` that is none of the callbacks.
+async fn no_such_callback(uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": 404,
+            "status": "NOT_FOUND",
+            "message": format!(
+                "no callback at {}: POST {API_RESPONSE_PATH} or /v1/callbacks/events/{{source}}",
+                uri.path()
+            ),
+        }
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 /// The JSON answer of a callback: the delivery's outcome, or the error.
