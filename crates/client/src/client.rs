@@ -1,7 +1,8 @@
 //! [`Client`]: the unary RPCs of `WaitService`, `CallbackService` and `AdminService` over one
 //! channel, with the caller's credential on every call, retried with backoff while the service
-//! answers UNAVAILABLE or ABORTED (every Rendezvous RPC is idempotent: registrations by their
-//! execution, node and idempotency key, deliveries by their event key).
+//! answers UNAVAILABLE or ABORTED (registrations are idempotent by their execution, node and
+//! idempotency key, deliveries by their event key, reads by nature; a cancellation is not
+//! retried).
 
 use std::time::Duration;
 
@@ -228,13 +229,15 @@ impl Client {
         retrying!(self, waits, list_waits, request)
     }
 
-    /// Cancels an open wait (the engine gets a CANCELLED resume). Idempotent: a decided wait
-    /// comes back unchanged with `already_decided`.
+    /// Cancels an open wait (the engine gets a CANCELLED resume); a decided wait comes back
+    /// unchanged with `already_decided`. Not retried, as in the Python and TypeScript clients:
+    /// a retry after a lost answer would report this very cancellation as `already_decided`.
+    /// On UNAVAILABLE, read the wait (or cancel again) to learn what happened.
     pub async fn cancel_wait(
         &self,
         request: v1::CancelWaitRequest,
     ) -> Result<v1::CancelWaitResponse, Status> {
-        retrying!(self, waits, cancel_wait, request)
+        Ok(self.waits().cancel_wait(request).await?.into_inner())
     }
 
     /// Opens one resume stream with explicit acks (see [`Subscription`]); most engines want
