@@ -19,7 +19,7 @@ use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 use crate::client::{Client, Credentials, backoff};
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, ack_request};
 use crate::v1;
 
 /// How long a graceful stop waits for the server to end the stream after the last ack.
@@ -172,7 +172,7 @@ impl ResumeFeed {
             return Err(FeedError::NoEndpoint);
         }
         let mut state = State {
-            handler: Arc::new(handler),
+            handler,
             tasks: JoinSet::new(),
             running: HashSet::new(),
             handled: Window::new(self.dedupe_window),
@@ -251,7 +251,7 @@ type Finished = (String, Result<(), String>);
 
 /// A running feed's bookkeeping, kept across streams.
 struct State<H> {
-    handler: Arc<H>,
+    handler: H,
     tasks: JoinSet<Finished>,
     /// Resume ids whose handler is running.
     running: HashSet<String>,
@@ -402,12 +402,7 @@ async fn send_ack(
     id: &str,
     unsent: &mut Vec<String>,
 ) {
-    let ack = v1::ResumeStreamRequest {
-        message: Some(v1::resume_stream_request::Message::Ack(v1::Ack {
-            resume_id: id.to_owned(),
-        })),
-    };
-    if acks.send(ack).await.is_err() {
+    if acks.send(ack_request(id)).await.is_err() {
         unsent.push(id.to_owned());
     }
 }

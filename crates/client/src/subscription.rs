@@ -59,11 +59,7 @@ impl Subscription {
     /// stream of any instance. Fails only when the stream has ended.
     pub async fn ack(&self, resume_id: &str) -> Result<(), Status> {
         self.acks
-            .send(v1::ResumeStreamRequest {
-                message: Some(v1::resume_stream_request::Message::Ack(v1::Ack {
-                    resume_id: resume_id.to_owned(),
-                })),
-            })
+            .send(ack_request(resume_id))
             .await
             .map_err(|_| Status::unavailable("the resume stream has ended"))
     }
@@ -81,5 +77,14 @@ impl Subscription {
         drop(acks);
         while inbound.message().await?.is_some() {}
         Ok(())
+    }
+}
+
+/// The request that acknowledges a resume.
+pub(crate) fn ack_request(resume_id: &str) -> v1::ResumeStreamRequest {
+    v1::ResumeStreamRequest {
+        message: Some(v1::resume_stream_request::Message::Ack(v1::Ack {
+            resume_id: resume_id.to_owned(),
+        })),
     }
 }

@@ -39,6 +39,7 @@ pub const API_RESPONSE_PATH: &str = "/v1/callbacks/api-response";
 
 impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     /// The HTTP callback routes, to merge into the server's router.
+    ///
     /// Another method on a callback path, or another path under `/v1/callbacks/`, gets a
     /// JSON error too.
     pub fn http_routes(&self) -> axum::Router {
@@ -265,16 +266,16 @@ fn query_or_refuse(query: RawQuery) -> Result<HashMap<String, String>, Status> {
 /// The headers, the connection's client certificate and the body (at most
 /// [`MAX_BODY_BYTES`]) of a request.
 async fn read(request: Request) -> Result<(HeaderMap, Option<PeerIdentity>, Bytes), Status> {
-    let headers = request.headers().clone();
-    let peer = request.extensions().get::<PeerIdentity>().cloned();
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+    let (mut parts, body) = request.into_parts();
+    let peer = parts.extensions.remove::<PeerIdentity>();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
             Status::resource_exhausted(format!(
                 "the callback body is over the limit of {MAX_BODY_BYTES} bytes"
             ))
         })?;
-    Ok((headers, peer, body))
+    Ok((parts.headers, peer, body))
 }
 
 /// A callback path called with another method than `POST`.

@@ -117,10 +117,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
     ) -> Result<(TenantId, R), Status> {
         let caller = self.caller(&request, role, rpc)?;
         let message = request.into_inner();
-        let tenant = caller
-            .act_for("tenant_id", message.tenant_id())
-            .map_err(to_status)?;
-        Ok((tenant, message))
+        Ok((tenant_of(&caller, &message)?, message))
     }
 
     /// Delivers an event for `caller`, in the tenant its credential allows (the message's
@@ -134,9 +131,7 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
         R: TenantField,
         R: IntoCommand<Delivery>,
     {
-        let tenant = caller
-            .act_for("tenant_id", message.tenant_id())
-            .map_err(to_status)?;
+        let tenant = tenant_of(caller, &message)?;
         let mut delivery = message.command().map_err(to_status)?;
         delivery.tenant = tenant;
         let result = self.service.deliver(delivery).await.map_err(to_status)?;
@@ -162,6 +157,14 @@ impl<S: Store, G: ResumeSignal, C: Clock> GrpcApi<S, G, C> {
 /// A request message with a `tenant_id` field.
 pub(crate) trait TenantField {
     fn tenant_id(&self) -> &str;
+}
+
+/// The one tenant a message that writes acts for: the one `caller`'s credential allows (the
+/// message's `tenant_id` may only narrow it).
+fn tenant_of(caller: &Principal, message: &impl TenantField) -> Result<TenantId, Status> {
+    caller
+        .act_for("tenant_id", message.tenant_id())
+        .map_err(to_status)
 }
 
 macro_rules! tenant_field {

@@ -85,21 +85,20 @@ impl fmt::Debug for Secret {
 }
 
 impl SecretSource {
-    /// Reads the value: the file's text without trailing CR/LF, or the variable's value. An
-    /// error says what could not be read, never the value.
-    async fn read(&self) -> Result<Secret, String> {
+    /// Reads the value now, blocking (the service reads its own secrets so at start-up): the
+    /// file's text without trailing CR/LF (at most [`MAX_SECRET_BYTES`]), or the variable's
+    /// value; never empty. An error says what could not be read, never the value.
+    pub fn read_now(&self) -> Result<String, String> {
         let value = match self {
             Self::File(path) => {
-                let metadata = tokio::fs::metadata(path)
-                    .await
+                let metadata = std::fs::metadata(path)
                     .map_err(|e| format!("cannot be read from {self}: {e}"))?;
                 if metadata.len() > MAX_SECRET_BYTES {
                     return Err(format!(
                         "cannot be read from {self}: over the limit of {MAX_SECRET_BYTES} bytes"
                     ));
                 }
-                let text = tokio::fs::read_to_string(path)
-                    .await
+                let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot be read from {self}: {e}"))?;
                 text.trim_end_matches(['\r', '\n']).to_owned()
             }
@@ -113,6 +112,16 @@ impl SecretSource {
         if value.is_empty() {
             return Err(format!("is empty (read from {self})"));
         }
+        Ok(value)
+    }
+
+    /// Reads the value for a call, off the request threads, and checks it can travel in a
+    /// header. An error says what could not be read, never the value.
+    async fn read(&self) -> Result<Secret, String> {
+        let source = self.clone();
+        let value = tokio::task::spawn_blocking(move || source.read_now())
+            .await
+            .map_err(|e| format!("cannot be read from {self}: {e}"))??;
         if let Some(problem) = header_value_problem(&value) {
             // The problem names a byte position and a control character, never the value.
             return Err(format!("read from {self} is not usable: {problem}"));

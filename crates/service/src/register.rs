@@ -59,14 +59,18 @@ impl<S: Store, G: ResumeSignal, C: Clock> WaitService<S, G, C> {
             CorrelationId::parse(uuid::Uuid::new_v4().to_string())
                 .expect("a UUID is a valid correlation id")
         });
-        let callback_url = self.config.callback_url.as_deref().map(|base| {
-            callback_url(
-                base,
-                &request.tenant,
-                &correlation_id,
-                &request.execution_id,
-            )
-        });
+        // Made (and the variables copied to hold it) only for a call whose templates use it.
+        let callback_url = match (self.config.callback_url.as_deref(), spec.api_call()) {
+            (Some(base), Some(call)) if uses_variable(call, CALLBACK_URL_VARIABLE) => {
+                Some(callback_url(
+                    base,
+                    &request.tenant,
+                    &correlation_id,
+                    &request.execution_id,
+                ))
+            }
+            _ => None,
+        };
         let prepared = prepare_call(&spec, &request, callback_url).await?;
         let what = || {
             format!(
@@ -336,30 +340,19 @@ async fn prepare_call(
 /// The template variable holding the wait's API-response callback URL.
 pub const CALLBACK_URL_VARIABLE: &str = "callback_url";
 
-/// `base?correlation_id=…&execution_id=…&tenant_id=…`, each value percent-encoded.
+/// `base?correlation_id=…&execution_id=…&tenant_id=…`, each value form-encoded.
 fn callback_url(
     base: &str,
     tenant: &TenantId,
     correlation_id: &CorrelationId,
     execution_id: &ExecutionId,
 ) -> String {
-    fn encoded(value: &str) -> String {
-        value
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    format!(
-        "{base}?correlation_id={}&execution_id={}&tenant_id={}",
-        encoded(correlation_id.as_str()),
-        encoded(execution_id.as_str()),
-        encoded(tenant.as_str())
-    )
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("correlation_id", correlation_id.as_str())
+        .append_pair("execution_id", execution_id.as_str())
+        .append_pair("tenant_id", tenant.as_str())
+        .finish();
+    format!("{base}?{query}")
 }
 
 /// Templates up to this much source text (all of a call's together) are rendered in place:
@@ -370,24 +363,40 @@ const INLINE_TEMPLATE_BYTES: usize = 4096;
 /// The source text of a call's templates (its strings holding `{{` or `{%`), in bytes: zero
 /// for a call without any.
 fn template_bytes(call: &rendezvous_domain::ApiCall) -> usize {
-    fn text(s: &str) -> usize {
+    let mut bytes = 0;
+    each_template(call, &mut |template| bytes += template.len());
+    bytes
+}
+
+/// Whether any of a call's templates names `variable` (a plain text search: at worst the
+/// variable is supplied and not used).
+fn uses_variable(call: &rendezvous_domain::ApiCall, variable: &str) -> bool {
+    let mut used = false;
+    each_template(call, &mut |template| used |= template.contains(variable));
+    used
+}
+
+/// Calls `visit` with each of a call's templates: its URL, header values and body strings
+/// that hold `{{` or `{%`.
+fn each_template(call: &rendezvous_domain::ApiCall, visit: &mut dyn FnMut(&str)) {
+    fn text(s: &str, visit: &mut dyn FnMut(&str)) {
         if s.contains("{{") || s.contains("{%") {
-            s.len()
-        } else {
-            0
+            visit(s);
         }
     }
-    fn json(value: &serde_json::Value) -> usize {
+    fn json(value: &serde_json::Value, visit: &mut dyn FnMut(&str)) {
         match value {
-            serde_json::Value::String(s) => text(s),
-            serde_json::Value::Array(items) => items.iter().map(json).sum(),
-            serde_json::Value::Object(map) => map.values().map(json).sum(),
-            _ => 0,
+            serde_json::Value::String(s) => text(s, visit),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| json(v, visit)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| json(v, visit)),
+            _ => {}
         }
     }
-    text(&call.url)
-        + call.headers.values().map(|v| text(v)).sum::<usize>()
-        + call.body.as_ref().map_or(0, json)
+    text(&call.url, visit);
+    call.headers.values().for_each(|v| text(v, visit));
+    if let Some(body) = &call.body {
+        json(body, visit);
+    }
 }
 
 /// A registration that found a wait under its idempotency identity: the same wait when the

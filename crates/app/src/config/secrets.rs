@@ -35,16 +35,10 @@ pub struct SecretEntry {
 }
 
 impl SecretEntry {
-    /// Reads the value now (at start-up): the file's text without its trailing newline, or
-    /// the variable. The error names the source, never the value.
+    /// Reads the value now (at start-up), by the rules of an API call's secrets. The error
+    /// names the source, never the value.
     pub fn read_now(&self) -> Result<String, String> {
-        match self.source().map_err(str::to_owned)? {
-            SecretSource::File(path) => std::fs::read_to_string(&path)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot be read from {}: {e}", path.display())),
-            SecretSource::Env(name) => std::env::var(&name)
-                .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)")),
-        }
+        self.source().map_err(str::to_owned)?.read_now()
     }
 
     /// The source, or why the entry is not one.
